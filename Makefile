@@ -15,3 +15,8 @@ demo: install
 
 clean-lab: install
 	$(BIN)/presculpt lab down
+
+# Regenerate the gRPC stubs in protos/presculpt/v1 after editing a .proto (tests/test_protos.py
+# fails while they are stale).
+protos: install
+	$(BIN)/python -m presculpt.protos_gen

@@ -4,12 +4,17 @@
     presculpt-agent metrics --uri URI [--interval S] [--count N] [--json]
     presculpt-agent resize DOMAIN --uri URI [--vcpus N] [--cpu-cores X] [--memory-mib M] [--json]
     presculpt-agent shadow {list,fill,activate,drain} ...
+    presculpt-agent run --uri URI --coordinator HOST:PORT [--interval S] [--spool FILE]
+                        [--agent-id ID] [--metrics-listen HOST:PORT]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import signal
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,8 +27,10 @@ from presculpt.agent.hypervisor.libvirt import LibvirtHypervisor
 from presculpt.agent.model import DomainInfo, TargetShape
 from presculpt.agent.resize import ResizeFailed, Resizer
 from presculpt.agent.shadow import ShadowPool, ShadowPoolError
+from presculpt.agent.spool import SpoolError
 from presculpt.clitools import (
     ArgumentParser,
+    address,
     non_negative_int,
     positive_float,
     positive_int,
@@ -34,7 +41,8 @@ from presculpt.clitools import (
 from presculpt.errors import UserError
 
 PROG = "presculpt-agent"
-USER_ERRORS = (HypervisorError, GuardRefused, ResizeFailed, ShadowPoolError)
+USER_ERRORS = (HypervisorError, GuardRefused, ResizeFailed, ShadowPoolError, SpoolError)
+log = logging.getLogger(__name__)
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
@@ -240,6 +248,57 @@ def _shadow_drain(args: argparse.Namespace, hv: LibvirtHypervisor, cfg: AgentCon
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    # Imported here: the one-shot commands need neither gRPC nor the Prometheus client.
+    from presculpt.agent.commands import CommandApplier
+    from presculpt.agent.metrics import AgentMetrics
+    from presculpt.agent.runner import AgentRunner
+    from presculpt.agent.spool import BatchSpool
+    from presculpt.metrics import serve_metrics
+
+    cfg = _config(args)
+    stream = cfg.stream
+    stream = dataclasses.replace(
+        stream, **{k: v for k, v in (("coordinator", args.coordinator), ("agent_id", args.agent_id),
+                                     ("spool_path", args.spool)) if v})
+    cfg = dataclasses.replace(cfg, stream=stream, interval_s=args.interval or cfg.interval_s,
+                              metrics_listen=args.metrics_listen or cfg.metrics_listen)
+    if not stream.coordinator:
+        raise UserError("give --coordinator HOST:PORT (or stream.coordinator in the config)")
+    template = ""
+    if cfg.shadow.template:
+        try:
+            template = Path(cfg.shadow.template).read_text()
+        except OSError as err:
+            raise UserError(f"cannot read shadow template {cfg.shadow.template}: {err.strerror}") from None
+    hv = _connect(cfg)
+    resizer = Resizer(hv, SafetyGuard(cfg.guard))
+
+    def pool(name: str) -> ShadowPool:
+        if not template:
+            raise ShadowPoolError("this agent has no shadow template (shadow.template)")
+        return ShadowPool(hv, resizer, template, pool=name, ready_timeout_s=cfg.shadow.ready_timeout_s)
+
+    metrics = AgentMetrics()
+    runner = AgentRunner(hv, cfg, resizer, CommandApplier(resizer, pool), BatchSpool(stream.spool_path,
+                         stream.spool_max_batches), stream.coordinator, metrics)
+    endpoint = serve_metrics(cfg.metrics_listen, metrics.registry) if cfg.metrics_listen else None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runner.start()
+    log.info("agent %s on %s: sampling every %g s, coordinator %s", runner.agent_id, cfg.uri,
+             cfg.interval_s, stream.coordinator)
+    try:
+        runner.run(stop)
+    finally:
+        runner.stop()
+        hv.close()
+        if endpoint is not None:
+            endpoint.stop()
+    return 0
+
+
 _SHADOW_ACTIONS = {
     "list": _shadow_list,
     "fill": _shadow_fill,
@@ -276,6 +335,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("domain", help="domain name")
     shape_flags(p)
     p.set_defaults(func=cmd_resize)
+
+    p = sub.add_parser("run", parents=[common], help="stream metrics to the coordinator and apply its commands")
+    p.add_argument("--coordinator", type=address, help="coordinator HOST:PORT (default: stream.coordinator)")
+    p.add_argument("--interval", type=positive_float, help="seconds per sample (default: config, 5)")
+    p.add_argument("--agent-id", help="this host's identity at the coordinator (default: the hostname)")
+    p.add_argument("--spool", help="spool file of unacknowledged batches (default: stream.spool_path)")
+    p.add_argument("--metrics-listen", type=address, help="serve Prometheus metrics on HOST:PORT")
+    p.set_defaults(func=cmd_run, progress=True)
 
     p = sub.add_parser("shadow", help="the pool of warm shadow VMs")
     shadow = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=ArgumentParser)

@@ -66,12 +66,40 @@ class ShadowConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """The stream to the coordinator: identity, spool of unacknowledged batches, reconnection."""
+
+    coordinator: str = ""  # HOST:PORT of the coordinator (--coordinator overrides it)
+    agent_id: str = ""  # stable identity of this host; empty: the hostname
+    spool_path: str = "/var/lib/presculpt/agent-spool.db"
+    spool_max_batches: int = 17_280  # one day at 5 s; beyond it the oldest unacknowledged go
+    max_inflight_batches: int = 32  # batches sent but not yet acknowledged
+    reconnect_initial_s: float = 0.5  # first retry delay; doubles up to reconnect_max_s
+    reconnect_max_s: float = 30.0
+    reconnect_jitter: float = 0.5  # each delay is drawn from [delay x (1 - jitter), delay]
+    # Once the coordinator has been unreachable this long, the agent keeps guests safe on its own.
+    local_safety_after_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.spool_max_batches < 1 or self.max_inflight_batches < 1:
+            raise ValueError("stream.spool_max_batches and max_inflight_batches must be at least 1")
+        if not 0 < self.reconnect_initial_s <= self.reconnect_max_s:
+            raise ValueError("stream.reconnect_initial_s must be positive and <= reconnect_max_s")
+        if not 0 <= self.reconnect_jitter <= 1:
+            raise ValueError("stream.reconnect_jitter must be in [0, 1]")
+        if self.local_safety_after_s < 0:
+            raise ValueError("stream.local_safety_after_s must not be negative")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     uri: str = "qemu:///system"
     interval_s: float = 5.0  # metrics sampling interval
     inventory_refresh_s: float = 60.0  # full inventory re-read (quota, limits) interval
+    metrics_listen: str = ""  # Prometheus endpoint HOST:PORT of `presculpt-agent run`; empty: none
     guard: GuardConfig = field(default_factory=GuardConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:

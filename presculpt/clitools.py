@@ -52,6 +52,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def address(text: str) -> str:
+    """HOST:PORT (port 0 picks a free one when listening)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, tuples and mappings to plain JSON types."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -43,3 +43,9 @@ def test_mistakes_are_one_clear_line(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_agent_config(tmp_path / "nope.toml")
+
+
+def test_coordinator_sample_config_is_the_defaults():
+    from presculpt.coordinator.config import CoordinatorConfig, load_coordinator_config
+
+    assert load_coordinator_config(ROOT / "config" / "coordinator.sample.toml") == CoordinatorConfig()

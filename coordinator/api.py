@@ -1,0 +1,234 @@
+"""The client API servicer (``presculpt.v1.CoordinatorService``): translates protobuf to model types,
+calls the store and the dispatcher, and maps failures to gRPC status codes with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+
+import grpc
+
+from presculpt.coordinator import convert
+from presculpt.coordinator.config import CoordinatorConfig
+from presculpt.coordinator.convert import InvalidMessage
+from presculpt.coordinator.dispatch import Dispatcher, DispatchRejected, PendingCommand
+from presculpt.coordinator.events import EventBus
+from presculpt.coordinator.metrics import CoordinatorMetrics
+from presculpt.coordinator.model import (
+    AgentStatus,
+    Command,
+    Event,
+    MetricBatch,
+    Outcome,
+    Shape,
+    VmRecord,
+)
+from presculpt.coordinator.registry import ConnectionRegistry
+from presculpt.coordinator.store.base import MetricStore, StoreError
+from presculpt.v1 import api_pb2, api_pb2_grpc
+
+MAX_TIMEOUT_S = 3600.0
+# Outcome statuses that end ResizeVm with an error status instead of a response.
+_OUTCOME_ERRORS = {
+    "REFUSED": grpc.StatusCode.FAILED_PRECONDITION,
+    "FAILED": grpc.StatusCode.ABORTED,
+    "EXPIRED": grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
+    def __init__(
+        self,
+        store: MetricStore,
+        registry: ConnectionRegistry,
+        dispatcher: Dispatcher,
+        events: EventBus,
+        config: CoordinatorConfig,
+        metrics: CoordinatorMetrics,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.events = events
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+
+    async def _read(self, context: grpc.aio.ServicerContext, func, *args):
+        try:
+            return await asyncio.to_thread(func, *args)
+        except StoreError as err:
+            self.metrics.errors.labels("store").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the coordinator's store failed: {err}")
+
+    async def _known_host(self, context: grpc.aio.ServicerContext, host: str) -> None:
+        if host and host not in {h.id for h in await self._read(context, self.store.hosts)}:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {host!r}")
+
+    async def _find_vm(self, context: grpc.aio.ServicerContext, name: str, host: str) -> VmRecord:
+        if not name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give a VM name")
+        await self._known_host(context, host)
+        vms = await self._read(context, self.store.vms, host or None)
+        matches = [v for v in vms if v.name == name] or [v for v in vms if v.uuid == name]
+        if not matches:
+            where = f" on host {host!r}" if host else ""
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no VM named {name!r}{where}")
+        if len(matches) > 1:
+            hosts = ", ".join(sorted(v.host for v in matches))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"VM {name!r} exists on several hosts ({hosts}); name the host")
+        return matches[0]
+
+    # -- reads ---------------------------------------------------------------------------
+    async def ListHosts(self, request, context):  # noqa: N802
+        hosts = await self._read(context, self.store.hosts)
+        vms = await self._read(context, self.store.vms, None)
+        latest = await self._read(context, self.store.latest_host_samples)
+        counts: dict[str, int] = {}
+        for vm in vms:
+            counts[vm.host] = counts.get(vm.host, 0) + 1
+        out = []
+        for h in hosts:
+            msg = api_pb2.Host(id=h.id, info=convert.host_info_to_pb(h), connected=self.registry.get(h.id) is not None,
+                               last_seen=h.last_seen, vm_count=counts.get(h.id, 0),
+                               pending_commands=self.dispatcher.pending_count(h.id))
+            if h.id in latest:
+                msg.latest.CopyFrom(convert.host_sample_to_pb(latest[h.id]))
+            out.append(msg)
+        return api_pb2.ListHostsResponse(hosts=out)
+
+    async def ListVms(self, request, context):  # noqa: N802
+        await self._known_host(context, request.host)
+        vms = await self._read(context, self.store.vms, request.host or None)
+        latest = await self._read(context, self.store.latest_samples, request.host or None)
+        out = []
+        for vm in vms:
+            msg = api_pb2.Vm(host=vm.host, info=convert.vm_to_pb(vm))
+            sample = latest.get((vm.host, vm.uuid))
+            if sample is not None:
+                msg.latest.CopyFrom(convert.sample_to_pb(sample))
+            out.append(msg)
+        return api_pb2.ListVmsResponse(vms=out)
+
+    async def GetVmHistory(self, request, context):  # noqa: N802
+        now = self.clock()
+        start, end = request.start, request.end or now
+        if not (math.isfinite(start) and math.isfinite(end)) or start > end:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"invalid time range: start {start} must not be after end {end}")
+        if request.limit < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit must not be negative")
+        vm = await self._find_vm(context, request.vm, request.host)
+        resolution = request.resolution
+        if resolution == api_pb2.RESOLUTION_AUTO:
+            raw_from = now - self.config.store.raw_retention_s
+            resolution = api_pb2.RESOLUTION_RAW if start >= raw_from else api_pb2.RESOLUTION_ROLLUP
+        response = api_pb2.GetVmHistoryResponse(host=vm.host, vm=convert.vm_to_pb(vm))
+        if resolution == api_pb2.RESOLUTION_RAW:
+            rows = await self._read(context, self.store.samples, vm.host, vm.uuid, start, end, request.limit)
+            response.samples.extend(convert.sample_to_pb(r) for r in rows)
+        else:
+            rows = await self._read(context, self.store.rollups, vm.host, vm.uuid, start, end)
+            response.rollups.extend(convert.rollup_to_pb(r) for r in rows)
+        return response
+
+    # -- commands ------------------------------------------------------------------------
+    async def ResizeVm(self, request, context):  # noqa: N802
+        try:
+            target = convert.shape_from_pb(request.target)
+        except InvalidMessage as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if target.is_empty():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "nothing to change: give vcpus, cpu_cores or memory_mib")
+        timeout = request.timeout_s or self.config.dispatch.default_timeout_s
+        if not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT_S:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"timeout_s must be in (0, {MAX_TIMEOUT_S:g}], got {timeout}")
+        vm = await self._find_vm(context, request.vm, request.host)
+        problem = limits_problem(vm, target)
+        if problem:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
+        now = self.clock()
+        command = Command(id=request.command_id or uuidlib.uuid4().hex, host=vm.host, kind="resize",
+                          issued_at=now, deadline=now + timeout, vm=vm.name, target=target,
+                          reason=request.reason or "operator resize")
+        try:
+            pending = self.submit(command)
+        except DispatchRejected as err:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+        outcome = await wait_outcome(pending, timeout + 5 * self.config.jobs.dispatch_tick_s + 1)
+        if outcome.status in _OUTCOME_ERRORS:
+            await context.abort(_OUTCOME_ERRORS[outcome.status], f"{vm.name} on {vm.host}: {outcome.message}")
+        return api_pb2.ResizeVmResponse(host=vm.host, command_id=command.id,
+                                        outcome=convert.outcome_to_pb(outcome))
+
+    def submit(self, command: Command) -> PendingCommand:
+        """Hand a command to the dispatcher, with its event and its latency metric."""
+        existing = self.dispatcher.find(command.id)
+        pending = self.dispatcher.submit(command)
+        if existing is None:
+            self.events.publish(Event(self.clock(), command.host, command))
+
+            def finished(p: PendingCommand) -> None:
+                assert p.outcome is not None
+                self.metrics.command_seconds.labels(p.outcome.status).observe(self.clock() - p.submitted_at)
+                if p.outcome.status == "EXPIRED":  # agents report the others themselves
+                    self.events.publish(Event(self.clock(), command.host, p.outcome))
+
+            pending.add_done_callback(finished)
+        return pending
+
+    async def WatchEvents(self, request, context):  # noqa: N802
+        await self._known_host(context, request.host)
+        sub = self.events.subscribe(request.host)
+        try:
+            while True:
+                yield event_to_pb(await sub.get())
+        finally:
+            self.events.unsubscribe(sub)
+
+
+def limits_problem(vm: VmRecord, target: Shape) -> str:
+    """Why ``target`` is past the VM's limits (empty when it is within them)."""
+    if target.vcpus is not None and target.vcpus > vm.max_vcpus:
+        return f"{target.vcpus} vCPUs exceeds the maximum of {vm.max_vcpus} for {vm.name}"
+    cores_room = target.vcpus if target.vcpus is not None else vm.max_vcpus
+    if target.cpu_cores is not None and target.cpu_cores > cores_room + 1e-6:
+        return f"{target.cpu_cores:g} CPU cores do not fit in {cores_room} vCPUs of {vm.name}"
+    if target.memory_mib is not None and target.memory_mib > vm.max_memory_mib:
+        return f"{target.memory_mib} MiB exceeds the maximum of {vm.max_memory_mib} MiB for {vm.name}"
+    return ""
+
+
+async def wait_outcome(pending: PendingCommand, timeout_s: float) -> Outcome:
+    """Wait for a command's outcome (the dispatcher expires it at its deadline)."""
+    future: asyncio.Future = asyncio.get_running_loop().create_future()
+    pending.add_done_callback(lambda p: future.done() or future.set_result(p.outcome))
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+    except asyncio.TimeoutError:
+        return Outcome(pending.command.id, "EXPIRED", "no outcome before the deadline", finished_at=time.time())
+
+
+def event_to_pb(event: Event) -> api_pb2.Event:
+    msg = api_pb2.Event(ts=event.ts, host=event.host)
+    p = event.payload
+    if isinstance(p, MetricBatch):
+        msg.metrics.seq = p.seq
+        msg.metrics.vms.extend(convert.sample_to_pb(s) for s in p.samples)
+        if p.host_sample is not None:
+            msg.metrics.host_sample.CopyFrom(convert.host_sample_to_pb(p.host_sample))
+    elif isinstance(p, Command):
+        msg.command.CopyFrom(convert.command_to_pb(p))
+    elif isinstance(p, Outcome):
+        msg.outcome.CopyFrom(convert.outcome_to_pb(p))
+    elif isinstance(p, AgentStatus):
+        msg.agent.CopyFrom(api_pb2.AgentStatus(connected=p.connected, message=p.message))
+    return msg

@@ -1,0 +1,102 @@
+"""The coordinator's configuration: frozen, typed, with defaults in code.
+
+``config/coordinator.sample.toml`` explains every key; :func:`load_coordinator_config` reads such a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from presculpt import config
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The embedded SQLite store: retention, roll-ups, durability and group commit."""
+
+    raw_retention_s: float = 2 * 86400.0  # raw samples older than this are deleted
+    rollup_bucket_s: float = 300.0  # roll-ups aggregate buckets of this length
+    rollup_retention_s: float = 90 * 86400.0
+    # A bucket is rolled up this long after it closed, so that samples still in flight arrive first.
+    rollup_settle_s: float = 60.0
+    # FULL: every commit is fsynced before a batch is acknowledged (survives power loss).
+    # NORMAL: WAL commits survive a crash of the process but not of the machine.
+    synchronous: Synchronous = "FULL"
+    # Group commit: the writer thread stores up to this many queued batches in one transaction.
+    max_group_batches: int = 512
+    max_group_samples: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.raw_retention_s <= 0 or self.rollup_retention_s <= 0:
+            raise ValueError("store retentions must be positive")
+        if self.rollup_bucket_s <= 0 or self.rollup_settle_s < 0:
+            raise ValueError("store.rollup_bucket_s must be positive and rollup_settle_s not negative")
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("store.synchronous must be FULL or NORMAL")
+        if self.max_group_batches < 1 or self.max_group_samples < 1:
+            raise ValueError("store group-commit limits must be at least 1")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Limits on what agents may send."""
+
+    max_message_bytes: int = 16 * 1024 * 1024  # larger messages fail with RESOURCE_EXHAUSTED
+    max_batch_samples: int = 20_000  # larger batches are rejected with INVALID_ARGUMENT
+    max_inflight_batches: int = 256  # per agent; beyond it the stream stops reading (backpressure)
+
+    def __post_init__(self) -> None:
+        if min(self.max_message_bytes, self.max_batch_samples, self.max_inflight_batches) < 1:
+            raise ValueError("ingest limits must be at least 1")
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """Command delivery: retries until an outcome arrives or the deadline passes."""
+
+    default_timeout_s: float = 30.0  # deadline of a command when the caller gives none
+    retry_interval_s: float = 5.0  # resend a command without outcome this often
+    max_pending_per_host: int = 100  # commands held for one (possibly offline) host
+
+    def __post_init__(self) -> None:
+        if self.default_timeout_s <= 0 or self.retry_interval_s <= 0:
+            raise ValueError("dispatch timeouts must be positive")
+        if self.max_pending_per_host < 1:
+            raise ValueError("dispatch.max_pending_per_host must be at least 1")
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    """How often the scheduled jobs run (APScheduler interval triggers)."""
+
+    rollup_every_s: float = 60.0
+    retention_every_s: float = 600.0
+    dispatch_tick_s: float = 0.5  # retries and expiry of commands
+
+    def __post_init__(self) -> None:
+        if min(self.rollup_every_s, self.retention_every_s, self.dispatch_tick_s) <= 0:
+            raise ValueError("job intervals must be positive")
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    listen: str = "127.0.0.1:7600"  # gRPC address of the agent stream and the client API
+    db: str = "presculpt.db"
+    metrics_listen: str = ""  # Prometheus endpoint HOST:PORT; empty: none
+    event_queue: int = 1000  # events buffered per watcher; a slower watcher misses events
+    store: StoreConfig = field(default_factory=StoreConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+
+    def __post_init__(self) -> None:
+        if self.event_queue < 1:
+            raise ValueError("event_queue must be at least 1")
+
+
+def load_coordinator_config(path: str | Path | None) -> CoordinatorConfig:
+    return config.load(CoordinatorConfig, path)

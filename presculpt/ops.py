@@ -1,0 +1,296 @@
+"""The operator's commands against a running coordinator (its client API over gRPC):
+
+    presculpt hosts                       every host, connected or not
+    presculpt vms [--host H]              every VM with its latest sample
+    presculpt metrics VM [--since 1h]     a VM's history (raw samples, or roll-ups with --rollup)
+    presculpt resize VM --vcpus N ...     routed to the VM's agent; prints the agent's outcome
+    presculpt events                      follow the live stream of events
+
+``--coordinator ADDR`` (default: $PRESCULPT_COORDINATOR, else 127.0.0.1:7600); ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from presculpt.clitools import positive_float, positive_int, print_json, print_table
+from presculpt.errors import UserError
+from presculpt.v1 import api_pb2, api_pb2_grpc, model_pb2
+
+DEFAULT_COORDINATOR = "127.0.0.1:7600"
+ENV_COORDINATOR = "PRESCULPT_COORDINATOR"
+RPC_TIMEOUT_S = 15.0
+SAMPLE_FIELDS = ("cpu_cores", "vcpus", "cpu_quota_cores", "memory_mib", "memory_used_mib",
+                 "memory_available_mib", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class CoordinatorError(UserError):
+    """The coordinator answered with an error status, or could not be reached."""
+
+
+def duration(text: str) -> float:
+    """'90s', '15m', '1h', '2d' or plain seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 1h or 2d, got {text!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+@contextmanager
+def _client(args: argparse.Namespace) -> Iterator[api_pb2_grpc.CoordinatorServiceStub]:
+    address = args.coordinator or os.environ.get(ENV_COORDINATOR) or DEFAULT_COORDINATOR
+    channel = grpc.insecure_channel(address)
+    try:
+        yield api_pb2_grpc.CoordinatorServiceStub(channel)
+    except grpc.RpcError as err:
+        code, details = err.code(), err.details()  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise CoordinatorError(f"cannot reach the coordinator at {address} ({details})") from None
+        raise CoordinatorError(f"{code.name}: {details}") from None
+    finally:
+        channel.close()
+
+
+def _optional(msg: Any, name: str) -> Any:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def sample_row(s: model_pb2.VmSample) -> dict[str, Any]:
+    row: dict[str, Any] = {"ts": s.ts}
+    for name in SAMPLE_FIELDS:
+        row[name] = _optional(s, name) if name in ("cpu_quota_cores", "memory_used_mib",
+                                                   "memory_available_mib") else getattr(s, name)
+    return row
+
+
+def vm_row(vm: api_pb2.Vm) -> dict[str, Any]:
+    info = vm.info
+    row: dict[str, Any] = {
+        "name": info.name, "host": vm.host, "uuid": info.uuid, "state": info.state,
+        "vcpus": info.vcpus, "max_vcpus": info.max_vcpus, "cpu_quota_cores": _optional(info, "cpu_quota_cores"),
+        "memory_mib": info.memory_mib, "max_memory_mib": info.max_memory_mib,
+        "latest": sample_row(vm.latest) if vm.HasField("latest") else None,
+    }
+    latest = row["latest"] or {}
+    row["cpu_cores"] = latest.get("cpu_cores")
+    row["memory_used_mib"] = latest.get("memory_used_mib")
+    row["sampled_at"] = latest.get("ts")
+    return row
+
+
+def _ago(ts: float) -> str:
+    if not ts:
+        return "-"
+    seconds = max(0.0, time.time() - ts)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    return f"{seconds / 60:.0f}m ago" if seconds < 7200 else f"{seconds / 3600:.0f}h ago"
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        hosts = api.ListHosts(api_pb2.ListHostsRequest(), timeout=RPC_TIMEOUT_S).hosts
+    rows = []
+    for h in hosts:
+        latest = h.latest if h.HasField("latest") else None
+        rows.append({
+            "id": h.id, "hostname": h.info.hostname, "uri": h.info.uri, "connected": h.connected,
+            "cpus": h.info.cpus, "memory_mib": h.info.memory_mib, "vm_count": h.vm_count,
+            "cpu_used_cores": latest.cpu_used_cores if latest else None,
+            "memory_used_mib": latest.memory_used_mib if latest else None,
+            "last_seen": h.last_seen, "pending_commands": h.pending_commands,
+        })
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        row["connected"] = "yes" if row["connected"] else "no"
+        row["last_seen"] = _ago(row["last_seen"])
+    print_table(rows, [("id", "HOST"), ("connected", "CONNECTED"), ("cpus", "CPUS"), ("memory_mib", "MEM MIB"),
+                       ("vm_count", "VMS"), ("cpu_used_cores", "CPU USED"), ("memory_used_mib", "MEM USED MIB"),
+                       ("pending_commands", "PENDING"), ("last_seen", "LAST SEEN")])
+    return 0
+
+
+def cmd_vms(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        vms = api.ListVms(api_pb2.ListVmsRequest(host=args.host or ""), timeout=RPC_TIMEOUT_S).vms
+    rows = [vm_row(vm) for vm in vms]
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        row["sampled_at"] = _ago(row["sampled_at"] or 0)
+    print_table(rows, [("name", "NAME"), ("host", "HOST"), ("state", "STATE"), ("vcpus", "VCPUS"),
+                       ("max_vcpus", "MAX"), ("cpu_quota_cores", "CPU CAP"), ("cpu_cores", "CPU USED"),
+                       ("memory_mib", "MEM MIB"), ("max_memory_mib", "MAX MIB"),
+                       ("memory_used_mib", "USED MIB"), ("sampled_at", "SAMPLED")])
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    now = time.time()
+    request = api_pb2.GetVmHistoryRequest(
+        vm=args.vm, host=args.host or "", start=now - args.since, end=now - args.until if args.until else 0,
+        resolution=api_pb2.RESOLUTION_ROLLUP if args.rollup else api_pb2.RESOLUTION_RAW if args.raw
+        else api_pb2.RESOLUTION_AUTO, limit=args.limit or 0)
+    with _client(args) as api:
+        history = api.GetVmHistory(request, timeout=RPC_TIMEOUT_S)
+    if history.rollups:
+        rows = []
+        for r in history.rollups:
+            row: dict[str, Any] = {"ts": r.start, "duration_s": r.duration_s, "count": r.count}
+            for name in ("cpu_cores", "memory_mib", "memory_used_mib", "disk_read_bps", "disk_write_bps",
+                         "net_rx_bps", "net_tx_bps"):
+                stat = getattr(r, name)
+                row.update({f"{name}_min": stat.min, f"{name}_mean": stat.mean, f"{name}_max": stat.max})
+            rows.append(row)
+        columns = [("time", "TIME"), ("count", "N"), ("cpu_cores_mean", "CPU MEAN"), ("cpu_cores_max", "CPU MAX"),
+                   ("memory_mib_mean", "MEM MIB"), ("memory_used_mib_mean", "USED MEAN"),
+                   ("memory_used_mib_max", "USED MAX")]
+    else:
+        rows = [sample_row(s) for s in history.samples]
+        columns = [("time", "TIME"), ("cpu_cores", "CPU CORES"), ("vcpus", "VCPUS"), ("memory_mib", "MEM MIB"),
+                   ("memory_used_mib", "USED MIB"), ("disk_read_bps", "DISK R B/S"),
+                   ("disk_write_bps", "DISK W B/S"), ("net_rx_bps", "NET RX B/S"), ("net_tx_bps", "NET TX B/S")]
+    if args.json:
+        print_json(rows)
+        return 0
+    print(f"{history.vm.name} on {history.host}: {len(rows)} {'roll-ups' if history.rollups else 'samples'}")
+    for row in rows:
+        row["time"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["ts"]))
+    print_table(rows, columns)
+    return 0
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    target = model_pb2.Shape()
+    if args.vcpus is not None:
+        target.vcpus = args.vcpus
+    if args.cpu_cores is not None:
+        target.cpu_cores = args.cpu_cores
+    if args.memory_mib is not None:
+        target.memory_mib = args.memory_mib
+    if not target.ListFields():
+        raise UserError("nothing to change: give --vcpus, --cpu-cores or --memory-mib")
+    request = api_pb2.ResizeVmRequest(vm=args.vm, host=args.host or "", target=target, timeout_s=args.timeout,
+                                      reason=args.reason or "presculpt resize")
+    with _client(args) as api:
+        response = api.ResizeVm(request, timeout=args.timeout + RPC_TIMEOUT_S)
+    outcome = response.outcome
+    vm = outcome.vm
+    result = {
+        "vm": vm.name or args.vm, "host": response.host, "command_id": response.command_id,
+        "status": model_pb2.CommandOutcome.Status.Name(outcome.status), "message": outcome.message,
+        "steps": list(outcome.steps),
+        "state": {"vcpus": vm.vcpus, "cpu_quota_cores": _optional(vm, "cpu_quota_cores"),
+                  "memory_mib": vm.memory_mib, "max_vcpus": vm.max_vcpus, "max_memory_mib": vm.max_memory_mib},
+    }
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{result['vm']} on {result['host']}: "
+          + ("; ".join(result["steps"]) if result["steps"] else outcome.message or result["status"].lower()))
+    print_table([{**result["state"], "name": result["vm"]}],
+                [("name", "NAME"), ("vcpus", "VCPUS"), ("cpu_quota_cores", "CPU CAP"),
+                 ("memory_mib", "MEM MIB"), ("max_vcpus", "MAX"), ("max_memory_mib", "MAX MIB")])
+    return 0
+
+
+def event_dict(event: api_pb2.Event) -> dict[str, Any]:
+    kind = event.WhichOneof("kind") or "unknown"
+    body = MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind != "unknown" else {}
+    return {"ts": event.ts, "host": event.host, "kind": kind, kind: body}
+
+
+def event_line(event: api_pb2.Event) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(event.ts))
+    kind = event.WhichOneof("kind")
+    if kind == "metrics":
+        m = event.metrics
+        text = f"batch {m.seq}: {len(m.vms)} VM samples"
+    elif kind == "command":
+        c = event.command
+        action = c.WhichOneof("action")
+        body = getattr(c, action)
+        target = MessageToDict(body.target) if hasattr(body, "target") else {}
+        text = f"command {c.id} {action} {getattr(body, 'vm', '') or getattr(body, 'pool', '')} {target}"
+    elif kind == "outcome":
+        o = event.outcome
+        text = f"outcome {o.command_id}: {model_pb2.CommandOutcome.Status.Name(o.status)} {o.message}"
+    elif kind == "agent":
+        text = ("agent connected: " if event.agent.connected else "agent disconnected: ") + event.agent.message
+    else:
+        text = "unknown event"
+    return f"{when} {event.host} {text}".rstrip()
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        seen = 0
+        for event in api.WatchEvents(api_pb2.WatchEventsRequest(host=args.host or "")):
+            if args.json:
+                print(json.dumps(event_dict(event)))
+            else:
+                print(event_line(event))
+            sys.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return 0
+
+
+def add_operator_commands(sub: argparse._SubParsersAction) -> None:
+    """Add hosts, vms, metrics, resize and events to the ``presculpt`` command line."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--coordinator", metavar="ADDR",
+                        help=f"coordinator HOST:PORT (default: ${ENV_COORDINATOR}, else {DEFAULT_COORDINATOR})")
+    common.add_argument("--json", action="store_true", help="print JSON on stdout")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+
+    p = sub.add_parser("hosts", parents=[common], help="the hosts known to the coordinator")
+    p.set_defaults(func=cmd_hosts)
+
+    p = sub.add_parser("vms", parents=[common], help="every VM with its latest metrics")
+    p.add_argument("--host", help="only this host's VMs")
+    p.set_defaults(func=cmd_vms)
+
+    p = sub.add_parser("metrics", parents=[common], help="a VM's metric history")
+    p.add_argument("vm", help="VM name (or uuid)")
+    p.add_argument("--host", help="the VM's host, when its name exists on several hosts")
+    p.add_argument("--since", type=duration, default=3600.0, help="how far back (90s, 15m, 1h, 2d; default 1h)")
+    p.add_argument("--until", type=duration, help="end this long ago (default: now)")
+    res = p.add_mutually_exclusive_group()
+    res.add_argument("--raw", action="store_true", help="raw samples (default while within raw retention)")
+    res.add_argument("--rollup", action="store_true", help="min/mean/max roll-ups")
+    p.add_argument("--limit", type=positive_int, help="at most this many samples")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("resize", parents=[common], help="resize a VM through its agent (guarded)")
+    p.add_argument("vm", help="VM name (or uuid)")
+    p.add_argument("--host", help="the VM's host, when its name exists on several hosts")
+    p.add_argument("--vcpus", type=positive_int, help="vCPUs online")
+    p.add_argument("--cpu-cores", type=positive_float, help="total CPU cap in cores (1.5 = 2 vCPUs capped at 1.5)")
+    p.add_argument("--memory-mib", type=positive_int, help="memory (balloon target) in MiB")
+    p.add_argument("--timeout", type=positive_float, default=30.0,
+                   help="seconds to wait for the agent's outcome (default 30); the command expires after")
+    p.add_argument("--reason", help="recorded with the command")
+    p.set_defaults(func=cmd_resize)
+
+    p = sub.add_parser("events", parents=[common], help="follow the live stream of events")
+    p.add_argument("--host", help="only this host's events")
+    p.add_argument("--count", type=positive_int, help="stop after this many events")
+    p.set_defaults(func=cmd_events)

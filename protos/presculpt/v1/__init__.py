@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the presculpt.v1 protocol (see presculpt/protos_gen.py)."""

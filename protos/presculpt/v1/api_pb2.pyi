@@ -1,0 +1,196 @@
+from presculpt.v1 import model_pb2 as _model_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Resolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOLUTION_AUTO: _ClassVar[Resolution]
+    RESOLUTION_RAW: _ClassVar[Resolution]
+    RESOLUTION_ROLLUP: _ClassVar[Resolution]
+RESOLUTION_AUTO: Resolution
+RESOLUTION_RAW: Resolution
+RESOLUTION_ROLLUP: Resolution
+
+class Host(_message.Message):
+    __slots__ = ("id", "info", "connected", "last_seen", "vm_count", "latest", "pending_commands")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    VM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    PENDING_COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    info: _model_pb2.HostInfo
+    connected: bool
+    last_seen: float
+    vm_count: int
+    latest: _model_pb2.HostSample
+    pending_commands: int
+    def __init__(self, id: _Optional[str] = ..., info: _Optional[_Union[_model_pb2.HostInfo, _Mapping]] = ..., connected: _Optional[bool] = ..., last_seen: _Optional[float] = ..., vm_count: _Optional[int] = ..., latest: _Optional[_Union[_model_pb2.HostSample, _Mapping]] = ..., pending_commands: _Optional[int] = ...) -> None: ...
+
+class ListHostsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListHostsResponse(_message.Message):
+    __slots__ = ("hosts",)
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedCompositeFieldContainer[Host]
+    def __init__(self, hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ...) -> None: ...
+
+class Vm(_message.Message):
+    __slots__ = ("host", "info", "latest")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    info: _model_pb2.VmInfo
+    latest: _model_pb2.VmSample
+    def __init__(self, host: _Optional[str] = ..., info: _Optional[_Union[_model_pb2.VmInfo, _Mapping]] = ..., latest: _Optional[_Union[_model_pb2.VmSample, _Mapping]] = ...) -> None: ...
+
+class ListVmsRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
+
+class ListVmsResponse(_message.Message):
+    __slots__ = ("vms",)
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    vms: _containers.RepeatedCompositeFieldContainer[Vm]
+    def __init__(self, vms: _Optional[_Iterable[_Union[Vm, _Mapping]]] = ...) -> None: ...
+
+class Stat(_message.Message):
+    __slots__ = ("min", "mean", "max")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    min: float
+    mean: float
+    max: float
+    def __init__(self, min: _Optional[float] = ..., mean: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class Rollup(_message.Message):
+    __slots__ = ("start", "duration_s", "count", "cpu_cores", "memory_mib", "memory_used_mib", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
+    START_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_MIB_FIELD_NUMBER: _ClassVar[int]
+    DISK_READ_BPS_FIELD_NUMBER: _ClassVar[int]
+    DISK_WRITE_BPS_FIELD_NUMBER: _ClassVar[int]
+    NET_RX_BPS_FIELD_NUMBER: _ClassVar[int]
+    NET_TX_BPS_FIELD_NUMBER: _ClassVar[int]
+    start: float
+    duration_s: float
+    count: int
+    cpu_cores: Stat
+    memory_mib: Stat
+    memory_used_mib: Stat
+    disk_read_bps: Stat
+    disk_write_bps: Stat
+    net_rx_bps: Stat
+    net_tx_bps: Stat
+    def __init__(self, start: _Optional[float] = ..., duration_s: _Optional[float] = ..., count: _Optional[int] = ..., cpu_cores: _Optional[_Union[Stat, _Mapping]] = ..., memory_mib: _Optional[_Union[Stat, _Mapping]] = ..., memory_used_mib: _Optional[_Union[Stat, _Mapping]] = ..., disk_read_bps: _Optional[_Union[Stat, _Mapping]] = ..., disk_write_bps: _Optional[_Union[Stat, _Mapping]] = ..., net_rx_bps: _Optional[_Union[Stat, _Mapping]] = ..., net_tx_bps: _Optional[_Union[Stat, _Mapping]] = ...) -> None: ...
+
+class GetVmHistoryRequest(_message.Message):
+    __slots__ = ("vm", "host", "start", "end", "resolution", "limit")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    vm: str
+    host: str
+    start: float
+    end: float
+    resolution: Resolution
+    limit: int
+    def __init__(self, vm: _Optional[str] = ..., host: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., resolution: _Optional[_Union[Resolution, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class GetVmHistoryResponse(_message.Message):
+    __slots__ = ("host", "vm", "samples", "rollups")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ROLLUPS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm: _model_pb2.VmInfo
+    samples: _containers.RepeatedCompositeFieldContainer[_model_pb2.VmSample]
+    rollups: _containers.RepeatedCompositeFieldContainer[Rollup]
+    def __init__(self, host: _Optional[str] = ..., vm: _Optional[_Union[_model_pb2.VmInfo, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[_model_pb2.VmSample, _Mapping]]] = ..., rollups: _Optional[_Iterable[_Union[Rollup, _Mapping]]] = ...) -> None: ...
+
+class ResizeVmRequest(_message.Message):
+    __slots__ = ("vm", "host", "target", "timeout_s", "command_id", "reason")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    vm: str
+    host: str
+    target: _model_pb2.Shape
+    timeout_s: float
+    command_id: str
+    reason: str
+    def __init__(self, vm: _Optional[str] = ..., host: _Optional[str] = ..., target: _Optional[_Union[_model_pb2.Shape, _Mapping]] = ..., timeout_s: _Optional[float] = ..., command_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResizeVmResponse(_message.Message):
+    __slots__ = ("host", "command_id", "outcome")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    command_id: str
+    outcome: _model_pb2.CommandOutcome
+    def __init__(self, host: _Optional[str] = ..., command_id: _Optional[str] = ..., outcome: _Optional[_Union[_model_pb2.CommandOutcome, _Mapping]] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
+
+class AgentStatus(_message.Message):
+    __slots__ = ("connected", "message")
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    connected: bool
+    message: str
+    def __init__(self, connected: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class MetricsStored(_message.Message):
+    __slots__ = ("seq", "vms", "host_sample")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    HOST_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    vms: _containers.RepeatedCompositeFieldContainer[_model_pb2.VmSample]
+    host_sample: _model_pb2.HostSample
+    def __init__(self, seq: _Optional[int] = ..., vms: _Optional[_Iterable[_Union[_model_pb2.VmSample, _Mapping]]] = ..., host_sample: _Optional[_Union[_model_pb2.HostSample, _Mapping]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("ts", "host", "metrics", "command", "outcome", "agent")
+    TS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ts: float
+    host: str
+    metrics: MetricsStored
+    command: _model_pb2.Command
+    outcome: _model_pb2.CommandOutcome
+    agent: AgentStatus
+    def __init__(self, ts: _Optional[float] = ..., host: _Optional[str] = ..., metrics: _Optional[_Union[MetricsStored, _Mapping]] = ..., command: _Optional[_Union[_model_pb2.Command, _Mapping]] = ..., outcome: _Optional[_Union[_model_pb2.CommandOutcome, _Mapping]] = ..., agent: _Optional[_Union[AgentStatus, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,52 @@
+"""The scheduled jobs: named run_once steps, and APScheduler running them in the coordinator."""
+
+from __future__ import annotations
+
+import time
+
+from presculpt.coordinator.config import DispatchConfig, JobsConfig, StoreConfig
+from presculpt.coordinator.dispatch import Dispatcher
+from presculpt.coordinator.model import HostRecord, HostSampleRow, MetricBatch, SampleRow, VmRecord
+from presculpt.coordinator.routines import CoordinatorRoutines
+from presculpt.coordinator.store.sqlite import SqliteMetricStore
+
+from .conftest import CoordinatorThread, coordinator_config, wait_until
+
+HOST = HostRecord(id="h1", hostname="h1", uri="x", cpus=4, memory_mib=8192)
+VM = VmRecord(host="h1", uuid="u1", name="a", state="running", vcpus=1, max_vcpus=2, cpu_quota_cores=None,
+              memory_mib=512, max_memory_mib=1024)
+
+
+def batch(seq: int, ts: float) -> MetricBatch:
+    return MetricBatch("h1", seq, (SampleRow("u1", ts, 1, 0.5, 1, None, 512, 100, 400, 0, 0, 0, 0),),
+                       HostSampleRow(ts, 4, 1, 8192, 1000, 7192, 0.1))
+
+
+def test_steps_run_directly(tmp_path):
+    store = SqliteMetricStore(tmp_path / "m.db", StoreConfig(rollup_settle_s=0, raw_retention_s=600))
+    store.start()
+    try:
+        store.upsert_inventory(HOST, [VM])
+        store.store_batch(batch(1, 100.0))
+        now = [1000.0]
+        routines = CoordinatorRoutines(store, Dispatcher(DispatchConfig()), clock=lambda: now[0])
+        assert routines.rollup_once() == 1
+        assert routines.retention_once() == 2  # the raw sample and its host sample, past 600 s
+        now[0] = 100 * 86400.0
+        assert routines.retention_once() == 1  # the roll-up, past 90 days
+        routines.dispatch_once()
+    finally:
+        store.stop()
+
+
+def test_scheduler_runs_the_jobs(tmp_path):
+    config = coordinator_config(tmp_path, store=StoreConfig(rollup_bucket_s=1, rollup_settle_s=0),
+                                jobs=JobsConfig(rollup_every_s=0.2, retention_every_s=0.2, dispatch_tick_s=0.1))
+    c = CoordinatorThread(config).start()
+    try:
+        store = c.server.store
+        store.upsert_inventory(HOST, [VM])
+        store.store_batch(batch(1, time.time() - 5))
+        wait_until(lambda: store.rollups("h1", "u1", 0, time.time()), what="the scheduled roll-up")
+    finally:
+        c.stop()

@@ -1,0 +1,139 @@
+"""SqliteMetricStore: atomic batches, deduplication, roll-ups, retention, durability across reopen."""
+
+from __future__ import annotations
+
+import pytest
+
+from presculpt.coordinator.config import StoreConfig
+from presculpt.coordinator.model import HostRecord, HostSampleRow, MetricBatch, SampleRow, VmRecord
+from presculpt.coordinator.store.base import BatchRejected, MetricStore
+from presculpt.coordinator.store.sqlite import SqliteMetricStore
+
+HOST = HostRecord(id="h1", hostname="h1", uri="test:///default", cpus=8, memory_mib=32768)
+
+
+def vm(uuid: str, name: str, host: str = "h1") -> VmRecord:
+    return VmRecord(host=host, uuid=uuid, name=name, state="running", vcpus=1, max_vcpus=4,
+                    cpu_quota_cores=None, memory_mib=1024, max_memory_mib=2048)
+
+
+def sample(uuid: str, ts: float, cpu: float = 0.5) -> SampleRow:
+    return SampleRow(uuid, ts, 1.0, cpu, 1, None, 1024, 300.0, 900.0, 0.0, 10.0, 1.0, 2.0)
+
+
+def batch(seq: int, *samples: SampleRow, agent: str = "h1") -> MetricBatch:
+    return MetricBatch(agent, seq, tuple(samples), HostSampleRow(samples[0].ts if samples else 0, 8, 1, 32768, 1000, 31768, 0.1))
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteMetricStore(tmp_path / "m.db", StoreConfig(rollup_bucket_s=300, rollup_settle_s=0,
+                                                          raw_retention_s=3600))
+    s.start()
+    s.upsert_inventory(HOST, [vm("u-a", "a"), vm("u-b", "b")])
+    yield s
+    s.stop()
+
+
+def test_is_a_metric_store(store):
+    assert isinstance(store, MetricStore)
+
+
+def test_batch_is_stored_and_read_back(store):
+    result = store.store_batch(batch(1, sample("u-a", 100.0), sample("u-b", 100.0)))
+    assert result.samples == 2 and not result.duplicate
+    assert [s.ts for s in store.samples("h1", "u-a", 0, 1e9)] == [100.0]
+    assert store.last_seq("h1") == 1
+    latest = store.latest_samples()
+    assert set(latest) == {("h1", "u-a"), ("h1", "u-b")}
+    assert store.latest_host_samples()["h1"].cpu_count == 8
+
+
+def test_resent_batch_is_not_stored_twice(store):
+    store.store_batch(batch(1, sample("u-a", 100.0)))
+    again = store.store_batch(batch(1, sample("u-a", 100.0), sample("u-a", 101.0)))
+    assert again.duplicate and again.samples == 0
+    assert store.count_samples() == 1
+
+
+def test_batch_naming_a_foreign_vm_is_rejected_whole(store):
+    with pytest.raises(BatchRejected, match="not in its inventory"):
+        store.store_batch(batch(1, sample("u-a", 100.0), sample("u-zzz", 100.0)))
+    assert store.count_samples() == 0
+    assert store.last_seq("h1") == 0
+    # The next good batch is stored: the rejection did not poison the transaction.
+    store.store_batch(batch(1, sample("u-a", 100.0)))
+    assert store.count_samples() == 1
+
+
+def test_unknown_host_is_rejected(store):
+    with pytest.raises(BatchRejected, match="unknown host"):
+        store.store_batch(batch(1, sample("u-a", 1.0), agent="nobody"))
+
+
+def test_group_commit_keeps_good_batches_and_drops_bad_ones(store):
+    futures = [store.submit_batch(batch(seq, sample("u-a", float(seq)))) for seq in range(1, 200)]
+    bad = store.submit_batch(batch(500, sample("u-x", 1.0)))
+    futures += [store.submit_batch(batch(seq, sample("u-b", float(seq)))) for seq in range(200, 300)]
+    assert all(not f.result().duplicate for f in futures)
+    with pytest.raises(BatchRejected):
+        bad.result()
+    assert store.count_samples() == 299
+    assert store.last_seq("h1") == 299
+
+
+def test_vm_removed_from_inventory_is_refused(store):
+    store.upsert_inventory(HOST, [vm("u-a", "a")])
+    assert [v.name for v in store.vms()] == ["a"]
+    with pytest.raises(BatchRejected):
+        store.store_batch(batch(1, sample("u-b", 1.0)))
+
+
+def test_durable_across_reopen(tmp_path):
+    path = tmp_path / "m.db"
+    s = SqliteMetricStore(path)
+    s.start()
+    s.upsert_inventory(HOST, [vm("u-a", "a")])
+    s.store_batch(batch(7, sample("u-a", 1.0)))
+    s.stop()
+    s = SqliteMetricStore(path)
+    s.start()
+    try:
+        assert s.last_seq("h1") == 7
+        assert s.store_batch(batch(7, sample("u-a", 1.0))).duplicate
+        assert s.store_batch(batch(8, sample("u-a", 2.0))).samples == 1
+        assert s.count_samples() == 2
+    finally:
+        s.stop()
+
+
+def test_rollups_min_mean_max(store):
+    store.store_batch(batch(1, sample("u-a", 0.0, cpu=1.0), sample("u-b", 0.0)))
+    store.store_batch(batch(2, sample("u-a", 100.0, cpu=3.0)))
+    store.store_batch(batch(3, sample("u-a", 400.0, cpu=5.0)))
+    assert store.compute_rollups(now=610.0) == 3  # buckets [0,300) x2 VMs and [300,600) x1
+    (first, second) = store.rollups("h1", "u-a", 0, 1e9)
+    assert first.start == 0 and first.count == 2
+    assert (first.stats["cpu_cores"].min, first.stats["cpu_cores"].mean, first.stats["cpu_cores"].max) == (1, 2, 3)
+    assert second.start == 300 and second.stats["cpu_cores"].max == 5
+    assert store.compute_rollups(now=610.0) == 0  # nothing new
+
+
+def test_late_samples_recompute_their_bucket(store):
+    store.store_batch(batch(1, sample("u-a", 10.0, cpu=1.0)))
+    store.compute_rollups(now=700.0)
+    store.store_batch(batch(2, sample("u-a", 20.0, cpu=3.0)))  # arrives after its bucket rolled up
+    store.compute_rollups(now=700.0)
+    (bucket, *_rest) = store.rollups("h1", "u-a", 0, 300)
+    assert bucket.count == 2 and bucket.stats["cpu_cores"].max == 3
+
+
+def test_retention_keeps_what_is_not_rolled_up(store):
+    store.store_batch(batch(1, sample("u-a", 0.0), sample("u-a", 8000.0)))
+    # Nothing rolled up yet: raw samples stay even past retention.
+    assert store.apply_retention(now=10_000.0) >= 0
+    assert store.count_samples() == 2
+    store.compute_rollups(now=10_000.0)
+    store.apply_retention(now=10_000.0)  # raw retention 3600 s: the sample at 0 goes
+    assert [s.ts for s in store.samples("h1", "u-a", 0, 1e9)] == [8000.0]
+    assert len(store.rollups("h1", "u-a", 0, 1e9)) == 2  # roll-ups outlive raw samples
