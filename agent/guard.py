@@ -16,6 +16,10 @@ from presculpt.agent.config import GuardConfig
 from presculpt.agent.model import DomainInfo, HostInfo, TargetShape
 
 _EPS = 1e-6
+_NO_UNPLUG = (
+    "{name} runs under software emulation (TCG), where removing vCPUs crashes QEMU; "
+    "lower --cpu-cores instead, which caps the vCPUs through the CPU quota"
+)
 
 
 class GuardRefused(Exception):
@@ -56,7 +60,14 @@ def resolve(current: DomainInfo, target: TargetShape) -> ResolvedShape:
                 f"{math.ceil(target.cpu_cores - _EPS)} vCPUs"
             )
         quota = None if abs(target.cpu_cores - vcpus) < _EPS else round(target.cpu_cores, 4)
+        if vcpus < current.vcpus and not current.can_unplug_vcpus:
+            if target.vcpus is not None:
+                raise GuardRefused(_NO_UNPLUG.format(name=current.name))
+            vcpus = current.vcpus  # keep the vCPUs, cap them through the quota
+            quota = None if abs(target.cpu_cores - vcpus) < _EPS else round(target.cpu_cores, 4)
     elif target.vcpus is not None:
+        if target.vcpus < current.vcpus and not current.can_unplug_vcpus:
+            raise GuardRefused(_NO_UNPLUG.format(name=current.name))
         vcpus, quota = target.vcpus, None
     memory = current.memory_mib if target.memory_mib is None else target.memory_mib
     return ResolvedShape(vcpus=int(vcpus), cpu_quota_cores=quota, memory_mib=int(memory))

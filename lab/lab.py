@@ -44,6 +44,7 @@ READY_POLL_S = 0.05
 BALLOON_SLACK_MIB = 2
 KVM_DEVICE = Path("/dev/kvm")
 KVM_GROUP = "kvm"
+SHADOW_INITRD = "presculpt-shadows"  # the initramfs every lab shadow VM boots
 
 
 class LabError(UserError):
@@ -162,6 +163,31 @@ class Lab:
                 for path in directory.glob(f"{NAME_PREFIX}*{suffix}"):
                     path.unlink(missing_ok=True)
         return removed
+
+    def shadow_template(
+        self, *, accel: str = "tcg", shape: GuestShape = GuestShape(), load: LoadSpec | None = None
+    ) -> str:
+        """Domain XML for shadow VMs of the lab guest: ``{name}`` stands in its name and console
+        path (the shadow pool fills it in). All shadows share one initramfs (idle by default)."""
+        image = self._image_provider(self.cache_dir)
+        for directory in (self.cache_dir / "guests", self.cache_dir / "console"):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o755)
+        self._write_initrd(SHADOW_INITRD, image.initrd_path.read_bytes(), load or constant_load())
+        return domain_xml(
+            LabDomainSpec(
+                name="{name}",
+                kernel_path=image.kernel_path,
+                initrd_path=self.initrd_path(SHADOW_INITRD),
+                console_path=self.cache_dir / "console" / "{name}.log",
+                accel=accel,
+                vcpus=shape.vcpus,
+                max_vcpus=shape.max_vcpus,
+                memory_mib=shape.memory_mib,
+                max_memory_mib=shape.max_memory_mib,
+                load_label="shadow",
+            )
+        )
 
     def guests(self) -> list[str]:
         """Names of the lab guests defined now."""

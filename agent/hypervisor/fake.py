@@ -39,6 +39,7 @@ class _Domain:
     metadata: dict[str, str] = field(default_factory=dict)
     saved: bool = False
     xml: str = ""
+    domain_type: str = "kvm"
 
 
 class FakeHypervisor:
@@ -73,6 +74,7 @@ class FakeHypervisor:
         state: str = "running",
         used_mib: float = 100.0,
         metadata: dict[str, str] | None = None,
+        domain_type: str = "kvm",
     ) -> None:
         self._domains[name] = _Domain(
             name=name,
@@ -84,6 +86,7 @@ class FakeHypervisor:
             state=state,
             used_mib=used_mib,
             metadata=dict(metadata or {}),
+            domain_type=domain_type,
         )
 
     def set_guest_usage(self, name: str, used_mib: float | None = None, cpu_cores: float | None = None) -> None:
@@ -158,6 +161,7 @@ class FakeHypervisor:
             balloon=self._balloon(dom),
             metadata=dict(dom.metadata),
             has_managed_save=dom.saved,
+            domain_type=dom.domain_type,
         )
 
     def domain_counters(self) -> list[DomainCounters]:
@@ -234,7 +238,8 @@ class FakeHypervisor:
             dom = self._domains[name]
             dom.metadata = metadata or dom.metadata
         else:
-            self.add_domain(name, vcpus, max_vcpus, cur_mem, max_mem, state="shutoff", metadata=metadata)
+            self.add_domain(name, vcpus, max_vcpus, cur_mem, max_mem, state="shutoff", metadata=metadata,
+                            domain_type=root.get("type", "kvm"))
         self._domains[name].xml = xml
         return name
 

@@ -238,6 +238,7 @@ class LibvirtHypervisor:
             balloon=balloon,
             metadata=_read_metadata(dom),
             has_managed_save=bool(dom.hasManagedSaveImage(0)),
+            domain_type=ET.fromstring(dom.XMLDesc(0)).get("type", ""),
         )
 
     def _quota_cores(self, dom: libvirt.virDomain, vcpus: int) -> float | None:

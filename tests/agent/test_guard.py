@@ -15,12 +15,13 @@ HOST = HostInfo("h", "test:///", cpus=4, memory_mib=8192, hypervisor="X", libvir
 
 
 def domain(name="vm", vcpus=2, max_vcpus=4, quota=None, memory=2048, max_memory=4096, used=500.0,
-           age_s=1.0, state="running") -> DomainInfo:
+           age_s=1.0, state="running", domain_type="kvm") -> DomainInfo:
     balloon = BalloonStats(
         actual_mib=memory, unused_mib=memory - used, available_mib=memory,
         usable_mib=memory - used, last_update=int(NOW - age_s),
     )
-    return DomainInfo(name, f"uuid-{name}", state, vcpus, max_vcpus, memory, max_memory, quota, balloon)
+    return DomainInfo(name, f"uuid-{name}", state, vcpus, max_vcpus, memory, max_memory, quota, balloon,
+                      domain_type=domain_type)
 
 
 def check(target: TargetShape, dom: DomainInfo | None = None, others=(), config=GuardConfig()) -> ResolvedShape:
@@ -114,3 +115,15 @@ def test_invalid_config_is_rejected():
         GuardConfig(max_memory_shrink_fraction=0)
     with pytest.raises(ValueError):
         GuardConfig(min_vcpus=0)
+
+
+def test_tcg_guests_lower_cpu_through_the_quota_not_unplug():
+    tcg = domain(vcpus=3, domain_type="qemu")
+    assert resolve(tcg, TargetShape(cpu_cores=1.5)) == ResolvedShape(3, 1.5, 2048)
+    assert resolve(tcg, TargetShape(cpu_cores=3)) == ResolvedShape(3, None, 2048)
+    assert resolve(tcg, TargetShape(cpu_cores=4)) == ResolvedShape(4, None, 2048)  # hot-plug is fine
+    with pytest.raises(GuardRefused, match="software emulation .* lower --cpu-cores instead"):
+        resolve(tcg, TargetShape(vcpus=2))
+    with pytest.raises(GuardRefused, match="software emulation"):
+        resolve(tcg, TargetShape(vcpus=1, cpu_cores=0.5))
+    assert resolve(domain(vcpus=3), TargetShape(vcpus=2)) == ResolvedShape(2, None, 2048)
