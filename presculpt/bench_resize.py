@@ -31,7 +31,8 @@ from presculpt.agent.model import TargetShape
 from presculpt.agent.resize import Resizer
 from presculpt.agent.shadow import ShadowPool, shadow_xml
 from presculpt.clitools import format_table, positive_int
-from presculpt.lab.console import Report
+from presculpt.errors import UserError
+from presculpt.lab.console import Report, ReportTimeout
 from presculpt.lab.image import DEFAULT_CACHE_DIR
 from presculpt.lab.lab import Lab, ensure_libvirt_running
 
@@ -93,14 +94,15 @@ def bench_memory(lab: Lab, resizer: Resizer, names: list[str], rounds: int,
                  timeout_s: float) -> tuple[Series, Series]:
     shrink, grow = Series(), Series()
     for name in names:
-        base = resizer.hypervisor.domain_info(name).memory_mib
+        base = resizer.hypervisor.domain_info(name).memory_mib  # settled by Lab.up
         low = base - base // 4
+        current = base  # the last target the guest was seen at (libvirt's own figure lags)
         for _ in range(rounds):
             for target, series in ((low, shrink), (base, grow)):
-                current = resizer.hypervisor.domain_info(name).memory_mib
                 before = lab.latest_report(name)
                 assert before is not None and before.mem_total_mib is not None
                 expected = before.mem_total_mib + (target - current)
+                current = target
                 series.samples.append(_timed_change(
                     lab, name, lambda t=target: resizer.apply(name, TargetShape(memory_mib=t)),
                     lambda r, e=expected: r.mem_total_mib is not None
@@ -209,8 +211,11 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def cmd_bench_resize(args: argparse.Namespace) -> int:
-    result = run_resize_bench(args.uri, args.guests, args.memory_rounds, args.shadow_repeats,
-                              args.accel, Path(args.cache_dir))
+    try:
+        result = run_resize_bench(args.uri, args.guests, args.memory_rounds, args.shadow_repeats,
+                                  args.accel, Path(args.cache_dir))
+    except ReportTimeout as err:
+        raise UserError(f"a guest did not show a change in time: {err}") from None
     print(f"resize latency on {args.uri} ({args.accel}), from the call to the guest's own report:")
     print(format_result(result))
     if args.json:
