@@ -22,6 +22,7 @@ USER_ERRORS = (HypervisorError, GuardRefused, ResizeFailed, ShadowPoolError)
 def build_parser() -> ArgumentParser:
     from presculpt.bench_ingest import add_ingest_bench
     from presculpt.bench_resize import add_resize_bench
+    from presculpt.demo import add_demo_command
     from presculpt.lab.cli import add_lab_commands
     from presculpt.ops import add_operator_commands
 
@@ -33,6 +34,7 @@ def build_parser() -> ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True, parser_class=ArgumentParser)
     add_ingest_bench(bench_sub)
     add_resize_bench(bench_sub)
+    add_demo_command(sub)
     return parser
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from presculpt.agent.hypervisor.fake import FakeHypervisor
 from presculpt.agent.hypervisor.libvirt import LibvirtHypervisor
+from presculpt.lab.lab import Lab, ensure_libvirt_running
+from presculpt.lab.loadspec import LoadSpec, constant_load
 
 DATA = Path(__file__).parent / "data"
 
@@ -34,3 +38,44 @@ def hypervisor(request, testnode_uri):
     hv.connect()
     yield hv
     hv.close()
+
+
+# -- real lab guests ---------------------------------------------------------------------------
+# Two real guests booted once per test session and shared by every test marked ``lab`` (they
+# need root, libvirtd and QEMU); removed when the session ends, whatever happened. Tests must
+# not assume the shape they find: read it first, change it relative to that.
+
+LAB_URI = "qemu:///system"
+# presculpt-lab-1 works (half a core, 32 MiB); presculpt-lab-2 idles.
+LAB_LOADS = (constant_load(0.5, 32), constant_load(0.0, 0))
+
+
+@dataclass(frozen=True)
+class LabSession:
+    """The shared lab: ``busy`` and ``idle`` are guest names."""
+
+    lab: Lab
+    names: tuple[str, ...]
+    loads: tuple[LoadSpec, ...]
+
+    @property
+    def busy(self) -> str:
+        return self.names[0]
+
+    @property
+    def idle(self) -> str:
+        return self.names[1]
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[LabSession]:
+    ensure_libvirt_running(LAB_URI)
+    hypervisor = LibvirtHypervisor(LAB_URI)
+    hypervisor.connect()
+    lab = Lab(hypervisor)
+    try:
+        names = lab.up(len(LAB_LOADS), accel="tcg", loads=list(LAB_LOADS))
+        yield LabSession(lab, tuple(names), LAB_LOADS)
+    finally:
+        lab.down()
+        hypervisor.close()
