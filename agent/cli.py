@@ -308,11 +308,12 @@ _SHADOW_ACTIONS = {
 
 
 def build_parser() -> ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--uri", help="libvirt URI (default: the config's, else qemu:///system)")
-    common.add_argument("--config", help="agent config file (TOML; see config/agent.sample.toml)")
+    daemon = argparse.ArgumentParser(add_help=False)
+    daemon.add_argument("--uri", help="libvirt URI (default: the config's, else qemu:///system)")
+    daemon.add_argument("--config", help="agent config file (TOML; see config/agent.sample.toml)")
+    daemon.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    common = argparse.ArgumentParser(add_help=False, parents=[daemon])
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
 
     parser = ArgumentParser(prog=PROG, description="Presculpt's per-host agent.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
@@ -336,7 +337,7 @@ def build_parser() -> ArgumentParser:
     shape_flags(p)
     p.set_defaults(func=cmd_resize)
 
-    p = sub.add_parser("run", parents=[common], help="stream metrics to the coordinator and apply its commands")
+    p = sub.add_parser("run", parents=[daemon], help="stream metrics to the coordinator and apply its commands")
     p.add_argument("--coordinator", type=address, help="coordinator HOST:PORT (default: stream.coordinator)")
     p.add_argument("--interval", type=positive_float, help="seconds per sample (default: config, 5)")
     p.add_argument("--agent-id", help="this host's identity at the coordinator (default: the hostname)")
