@@ -33,24 +33,10 @@ from presculpt.agent.safety import safety_actions
 from presculpt.agent.spool import BatchSpool, SpoolError
 from presculpt.agent.stream import CoordinatorLink
 from presculpt.v1 import agent_pb2, model_pb2
+from presculpt.wire import vm_sample_pb
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
-
-
-def sample_pb(s: VmSample) -> model_pb2.VmSample:
-    msg = model_pb2.VmSample(
-        uuid=s.uuid, ts=s.ts, interval_s=s.interval_s, cpu_cores=s.cpu_cores, vcpus=s.vcpus,
-        memory_mib=s.memory_mib, disk_read_bps=s.disk_read_bps, disk_write_bps=s.disk_write_bps,
-        net_rx_bps=s.net_rx_bps, net_tx_bps=s.net_tx_bps,
-    )
-    if s.cpu_quota_cores is not None:
-        msg.cpu_quota_cores = s.cpu_quota_cores
-    if s.memory_used_mib is not None:
-        msg.memory_used_mib = s.memory_used_mib
-    if s.memory_available_mib is not None:
-        msg.memory_available_mib = s.memory_available_mib
-    return msg
 
 
 def host_sample_pb(h: HostSample) -> model_pb2.HostSample:
@@ -186,7 +172,7 @@ class AgentRunner:
         vms, host = self._samples
         if not vms and host is None:
             return
-        body = agent_pb2.MetricBatch(vms=[sample_pb(s) for s in vms])
+        body = agent_pb2.MetricBatch(vms=[vm_sample_pb(s) for s in vms])
         if host is not None:
             body.host.CopyFrom(host_sample_pb(host))
 

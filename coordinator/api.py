@@ -30,6 +30,7 @@ from presculpt.coordinator.model import (
 from presculpt.coordinator.registry import ConnectionRegistry
 from presculpt.coordinator.store.base import MetricStore, StoreError
 from presculpt.v1 import api_pb2, api_pb2_grpc
+from presculpt.wire import vm_sample_pb
 
 MAX_TIMEOUT_S = 3600.0
 # Outcome statuses that end ResizeVm with an error status instead of a response.
@@ -112,7 +113,7 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
             msg = api_pb2.Vm(host=vm.host, info=convert.vm_to_pb(vm))
             sample = latest.get((vm.host, vm.uuid))
             if sample is not None:
-                msg.latest.CopyFrom(convert.sample_to_pb(sample))
+                msg.latest.CopyFrom(vm_sample_pb(sample))
             out.append(msg)
         return api_pb2.ListVmsResponse(vms=out)
 
@@ -132,7 +133,7 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
         response = api_pb2.GetVmHistoryResponse(host=vm.host, vm=convert.vm_to_pb(vm))
         if resolution == api_pb2.RESOLUTION_RAW:
             rows = await self._read(context, self.store.samples, vm.host, vm.uuid, start, end, request.limit)
-            response.samples.extend(convert.sample_to_pb(r) for r in rows)
+            response.samples.extend(vm_sample_pb(r) for r in rows)
         else:
             rows = await self._read(context, self.store.rollups, vm.host, vm.uuid, start, end)
             response.rollups.extend(convert.rollup_to_pb(r) for r in rows)
@@ -222,7 +223,7 @@ def event_to_pb(event: Event) -> api_pb2.Event:
     p = event.payload
     if isinstance(p, MetricBatch):
         msg.metrics.seq = p.seq
-        msg.metrics.vms.extend(convert.sample_to_pb(s) for s in p.samples)
+        msg.metrics.vms.extend(vm_sample_pb(s) for s in p.samples)
         if p.host_sample is not None:
             msg.metrics.host_sample.CopyFrom(convert.host_sample_to_pb(p.host_sample))
     elif isinstance(p, Command):

@@ -186,21 +186,6 @@ def outcome_to_pb(o: Outcome) -> model_pb2.CommandOutcome:
     return msg
 
 
-def sample_to_pb(s: SampleRow) -> model_pb2.VmSample:
-    msg = model_pb2.VmSample(
-        uuid=s.uuid, ts=s.ts, interval_s=s.interval_s, cpu_cores=s.cpu_cores, vcpus=s.vcpus,
-        memory_mib=s.memory_mib, disk_read_bps=s.disk_read_bps, disk_write_bps=s.disk_write_bps,
-        net_rx_bps=s.net_rx_bps, net_tx_bps=s.net_tx_bps,
-    )
-    if s.cpu_quota_cores is not None:
-        msg.cpu_quota_cores = s.cpu_quota_cores
-    if s.memory_used_mib is not None:
-        msg.memory_used_mib = s.memory_used_mib
-    if s.memory_available_mib is not None:
-        msg.memory_available_mib = s.memory_available_mib
-    return msg
-
-
 def host_sample_to_pb(h: HostSampleRow) -> model_pb2.HostSample:
     return model_pb2.HostSample(**h._asdict())
 

@@ -109,7 +109,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         status = lab.status()
     finally:
         if args.keep:
-            print(f"\nkept the lab: `presculpt lab status`, `presculpt lab down` to remove it")
+            print("\nkept the lab: `presculpt lab status`, `presculpt lab down` to remove it")
         else:
             lab.down()
         hv.close()
