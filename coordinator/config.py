@@ -21,6 +21,7 @@ class StoreConfig:
     raw_retention_s: float = 2 * 86400.0  # raw samples older than this are deleted
     rollup_bucket_s: float = 300.0  # roll-ups aggregate buckets of this length
     rollup_retention_s: float = 90 * 86400.0
+    forecast_retention_s: float = 7 * 86400.0  # stored forecasts, for accuracy and display
     # A bucket is rolled up this long after it closed, so that samples still in flight arrive first.
     rollup_settle_s: float = 60.0
     # FULL: every commit is fsynced before a batch is acknowledged (survives power loss).
@@ -31,7 +32,7 @@ class StoreConfig:
     max_group_samples: int = 50_000
 
     def __post_init__(self) -> None:
-        if self.raw_retention_s <= 0 or self.rollup_retention_s <= 0:
+        if min(self.raw_retention_s, self.rollup_retention_s, self.forecast_retention_s) <= 0:
             raise ValueError("store retentions must be positive")
         if self.rollup_bucket_s <= 0 or self.rollup_settle_s < 0:
             raise ValueError("store.rollup_bucket_s must be positive and rollup_settle_s not negative")

@@ -188,3 +188,22 @@ class Event:
 class AgentStatus:
     connected: bool
     message: str = ""
+
+
+@dataclass(frozen=True)
+class ForecastRecord:
+    """A stored quantile forecast of one VM metric made at ``origin``.
+
+    ``values[h][q]`` is the forecast of step ``h`` (covering ``[origin + h*step_s, origin +
+    (h+1)*step_s)``) at quantile level ``quantiles[q]``, in the metric's units.
+    """
+
+    host: str
+    uuid: str
+    metric: str  # cpu_cores or memory_mib
+    origin: float
+    step_s: float
+    model: str
+    cold_start: bool
+    quantiles: tuple[float, ...]
+    values: tuple[tuple[float, ...], ...]

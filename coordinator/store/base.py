@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from presculpt.coordinator.model import (
     BatchStored,
+    ForecastRecord,
     HostRecord,
     HostSampleRow,
     MetricBatch,
@@ -65,6 +66,15 @@ class MetricStore(Protocol):
     ) -> list[SampleRow]: ...
     def rollups(self, host: str, uuid: str, start: float, end: float) -> list[RollupRow]: ...
     def count_samples(self) -> int: ...
+
+    # -- forecasts -----------------------------------------------------------------------
+    def store_forecasts(self, records: Sequence[ForecastRecord]) -> int:
+        """Store forecasts (replacing those of the same VM, metric and origin); returns how many."""
+        ...
+
+    def forecasts(self, host: str, uuid: str, metric: str, start: float, end: float) -> list[ForecastRecord]:
+        """One VM metric's forecasts with ``start <= origin < end``, oldest first."""
+        ...
 
     # -- maintenance (the scheduled jobs call these) --------------------------------------
     def compute_rollups(self, now: float) -> int:

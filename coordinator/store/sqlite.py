@@ -17,6 +17,7 @@ as the batch's samples; a batch at or below it is a resend and is acknowledged w
 from __future__ import annotations
 
 import json
+from array import array
 import logging
 import math
 import queue
@@ -33,6 +34,7 @@ from presculpt.coordinator.config import StoreConfig
 from presculpt.coordinator.model import (
     ROLLUP_METRICS,
     BatchStored,
+    ForecastRecord,
     HostRecord,
     HostSampleRow,
     MetricBatch,
@@ -81,6 +83,13 @@ CREATE TABLE IF NOT EXISTS rollups (
 CREATE INDEX IF NOT EXISTS rollups_start ON rollups (start);
 CREATE TABLE IF NOT EXISTS rollup_dirty (start REAL PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS forecasts (
+    vm_id INTEGER NOT NULL, metric TEXT NOT NULL, origin REAL NOT NULL, step_s REAL NOT NULL,
+    model TEXT NOT NULL, cold_start INTEGER NOT NULL, quantiles TEXT NOT NULL,
+    horizon INTEGER NOT NULL, data BLOB NOT NULL,  -- horizon x len(quantiles) doubles, row-major
+    PRIMARY KEY (vm_id, metric, origin)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS forecasts_origin ON forecasts (origin);
 """.replace(
     "{rollup_columns}",
     ", ".join(f"{m}_{agg} REAL" for m in ROLLUP_METRICS for agg in ("min", "mean", "max")),
@@ -424,6 +433,44 @@ class SqliteMetricStore:
             out.append(RollupRow(uuid=uuid, start=bucket, duration_s=duration, count=count, stats=stats))
         return out
 
+    def store_forecasts(self, records: Sequence[ForecastRecord]) -> int:
+        """Store forecasts (replacing any of the same VM, metric and origin); VMs unknown to the
+        store are skipped. Returns the number stored."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            ids = dict(((h, u), i) for i, h, u in conn.execute("SELECT id, host, uuid FROM vms"))
+            rows = []
+            for r in records:
+                vm_id = ids.get((r.host, r.uuid))
+                if vm_id is None:
+                    continue
+                flat = array("d", (v for step in r.values for v in step))
+                rows.append((vm_id, r.metric, r.origin, r.step_s, r.model, int(r.cold_start),
+                             json.dumps(list(r.quantiles)), len(r.values), flat.tobytes()))
+            conn.executemany("INSERT OR REPLACE INTO forecasts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            return len(rows)
+
+        return self._call(write)
+
+    def forecasts(self, host: str, uuid: str, metric: str, start: float, end: float) -> list[ForecastRecord]:
+        """Forecasts of one VM metric with ``start <= origin < end``, oldest first."""
+        rows = self._read(
+            "SELECT f.origin, f.step_s, f.model, f.cold_start, f.quantiles, f.horizon, f.data "
+            "FROM vms v JOIN forecasts f ON f.vm_id = v.id "
+            "WHERE v.host = ? AND v.uuid = ? AND f.metric = ? AND f.origin >= ? AND f.origin < ? "
+            "ORDER BY f.origin",
+            (host, uuid, metric, start, end),
+        )
+        out = []
+        for origin, step_s, model, cold, quantiles, horizon, data in rows:
+            levels = tuple(json.loads(quantiles))
+            flat = array("d")
+            flat.frombytes(data)
+            width = len(levels)
+            values = tuple(tuple(flat[h * width:(h + 1) * width]) for h in range(horizon))
+            out.append(ForecastRecord(host, uuid, metric, origin, step_s, model, bool(cold), levels, values))
+        return out
+
     def count_samples(self) -> int:
         return int(self._read("SELECT count(*) FROM samples")[0][0])
 
@@ -494,6 +541,11 @@ class SqliteMetricStore:
         deleted += self._call(
             lambda conn: conn.execute(
                 "DELETE FROM rollups WHERE start < ?", (now - cfg.rollup_retention_s,)
+            ).rowcount
+        )
+        deleted += self._call(
+            lambda conn: conn.execute(
+                "DELETE FROM forecasts WHERE origin < ?", (now - cfg.forecast_retention_s,)
             ).rowcount
         )
         if deleted:

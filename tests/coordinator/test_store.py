@@ -137,3 +137,26 @@ def test_retention_keeps_what_is_not_rolled_up(store):
     store.apply_retention(now=10_000.0)  # raw retention 3600 s: the sample at 0 goes
     assert [s.ts for s in store.samples("h1", "u-a", 0, 1e9)] == [8000.0]
     assert len(store.rollups("h1", "u-a", 0, 1e9)) == 2  # roll-ups outlive raw samples
+
+
+def test_forecasts_round_trip_and_expire(tmp_path):
+    from presculpt.coordinator.config import StoreConfig
+    from presculpt.coordinator.model import ForecastRecord, HostRecord, VmRecord
+    from presculpt.coordinator.store.sqlite import SqliteMetricStore
+
+    store = SqliteMetricStore(tmp_path / "f.db", StoreConfig(forecast_retention_s=3600))
+    store.start()
+    try:
+        store.upsert_inventory(HostRecord("h", "h", "test:///", 8, 1024, "X", "9", 1.0),
+                               [VmRecord("h", "u1", "vm1", "running", 1, 4, None, 512, 1024)])
+        record = ForecastRecord("h", "u1", "cpu_cores", 10_000.0, 300.0, "lstm-3", False,
+                                (0.1, 0.5, 0.9), ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6)))
+        unknown = ForecastRecord("h", "nope", "cpu_cores", 10_000.0, 300.0, "lstm-3", False, (0.5,), ((1.0,),))
+        assert store.store_forecasts([record, unknown]) == 1
+        assert store.store_forecasts([record]) == 1  # the same origin again replaces, not duplicates
+        assert store.forecasts("h", "u1", "cpu_cores", 0, 20_000) == [record]
+        assert store.forecasts("h", "u1", "memory_mib", 0, 20_000) == []
+        store.apply_retention(now=10_000.0 + 3601)
+        assert store.forecasts("h", "u1", "cpu_cores", 0, 20_000) == []
+    finally:
+        store.stop()

@@ -194,3 +194,109 @@ class Event(_message.Message):
     outcome: _model_pb2.CommandOutcome
     agent: AgentStatus
     def __init__(self, ts: _Optional[float] = ..., host: _Optional[str] = ..., metrics: _Optional[_Union[MetricsStored, _Mapping]] = ..., command: _Optional[_Union[_model_pb2.Command, _Mapping]] = ..., outcome: _Optional[_Union[_model_pb2.CommandOutcome, _Mapping]] = ..., agent: _Optional[_Union[AgentStatus, _Mapping]] = ...) -> None: ...
+
+class GetForecastRequest(_message.Message):
+    __slots__ = ("vm", "host", "since_s", "lead_steps")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SINCE_S_FIELD_NUMBER: _ClassVar[int]
+    LEAD_STEPS_FIELD_NUMBER: _ClassVar[int]
+    vm: str
+    host: str
+    since_s: float
+    lead_steps: int
+    def __init__(self, vm: _Optional[str] = ..., host: _Optional[str] = ..., since_s: _Optional[float] = ..., lead_steps: _Optional[int] = ...) -> None: ...
+
+class MetricForecast(_message.Message):
+    __slots__ = ("metric", "ts", "steps")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    ts: _containers.RepeatedScalarFieldContainer[float]
+    steps: _containers.RepeatedCompositeFieldContainer[QuantileValues]
+    def __init__(self, metric: _Optional[str] = ..., ts: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[_Union[QuantileValues, _Mapping]]] = ...) -> None: ...
+
+class QuantileValues(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ForecastPoint(_message.Message):
+    __slots__ = ("ts", "metric", "values", "actual")
+    TS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    ts: float
+    metric: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    actual: float
+    def __init__(self, ts: _Optional[float] = ..., metric: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ..., actual: _Optional[float] = ...) -> None: ...
+
+class ForecastAccuracy(_message.Message):
+    __slots__ = ("pinball", "coverage_p90", "coverage_p99", "count")
+    PINBALL_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_P90_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_P99_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    pinball: float
+    coverage_p90: float
+    coverage_p99: float
+    count: int
+    def __init__(self, pinball: _Optional[float] = ..., coverage_p90: _Optional[float] = ..., coverage_p99: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetForecastResponse(_message.Message):
+    __slots__ = ("host", "vm", "model", "cold_start", "origin_ts", "step_s", "quantiles", "latest", "past", "accuracy")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_TS_FIELD_NUMBER: _ClassVar[int]
+    STEP_S_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    PAST_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm: _model_pb2.VmInfo
+    model: str
+    cold_start: bool
+    origin_ts: float
+    step_s: float
+    quantiles: _containers.RepeatedScalarFieldContainer[float]
+    latest: _containers.RepeatedCompositeFieldContainer[MetricForecast]
+    past: _containers.RepeatedCompositeFieldContainer[ForecastPoint]
+    accuracy: ForecastAccuracy
+    def __init__(self, host: _Optional[str] = ..., vm: _Optional[_Union[_model_pb2.VmInfo, _Mapping]] = ..., model: _Optional[str] = ..., cold_start: _Optional[bool] = ..., origin_ts: _Optional[float] = ..., step_s: _Optional[float] = ..., quantiles: _Optional[_Iterable[float]] = ..., latest: _Optional[_Iterable[_Union[MetricForecast, _Mapping]]] = ..., past: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., accuracy: _Optional[_Union[ForecastAccuracy, _Mapping]] = ...) -> None: ...
+
+class GetForecastAccuracyRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
+
+class VmForecastAccuracy(_message.Message):
+    __slots__ = ("host", "vm", "metric", "accuracy")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm: str
+    metric: str
+    accuracy: ForecastAccuracy
+    def __init__(self, host: _Optional[str] = ..., vm: _Optional[str] = ..., metric: _Optional[str] = ..., accuracy: _Optional[_Union[ForecastAccuracy, _Mapping]] = ...) -> None: ...
+
+class GetForecastAccuracyResponse(_message.Message):
+    __slots__ = ("model", "overall_cpu", "overall_memory", "vms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_CPU_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    overall_cpu: ForecastAccuracy
+    overall_memory: ForecastAccuracy
+    vms: _containers.RepeatedCompositeFieldContainer[VmForecastAccuracy]
+    def __init__(self, model: _Optional[str] = ..., overall_cpu: _Optional[_Union[ForecastAccuracy, _Mapping]] = ..., overall_memory: _Optional[_Union[ForecastAccuracy, _Mapping]] = ..., vms: _Optional[_Iterable[_Union[VmForecastAccuracy, _Mapping]]] = ...) -> None: ...

@@ -59,6 +59,16 @@ class CoordinatorServiceStub:
                 request_serializer=presculpt_dot_v1_dot_api__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=presculpt_dot_v1_dot_api__pb2.Event.FromString,
                 _registered_method=True)
+        self.GetForecast = channel.unary_unary(
+                '/presculpt.v1.CoordinatorService/GetForecast',
+                request_serializer=presculpt_dot_v1_dot_api__pb2.GetForecastRequest.SerializeToString,
+                response_deserializer=presculpt_dot_v1_dot_api__pb2.GetForecastResponse.FromString,
+                _registered_method=True)
+        self.GetForecastAccuracy = channel.unary_unary(
+                '/presculpt.v1.CoordinatorService/GetForecastAccuracy',
+                request_serializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyRequest.SerializeToString,
+                response_deserializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -98,6 +108,20 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetForecast(self, request, context):
+        """A VM's latest quantile forecast, and its past forecasts next to what actually happened.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetForecastAccuracy(self, request, context):
+        """Online forecast accuracy: pinball loss and quantile coverage, overall and per VM.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +149,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=presculpt_dot_v1_dot_api__pb2.WatchEventsRequest.FromString,
                     response_serializer=presculpt_dot_v1_dot_api__pb2.Event.SerializeToString,
+            ),
+            'GetForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecast,
+                    request_deserializer=presculpt_dot_v1_dot_api__pb2.GetForecastRequest.FromString,
+                    response_serializer=presculpt_dot_v1_dot_api__pb2.GetForecastResponse.SerializeToString,
+            ),
+            'GetForecastAccuracy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecastAccuracy,
+                    request_deserializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyRequest.FromString,
+                    response_serializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +296,60 @@ class CoordinatorService:
             '/presculpt.v1.CoordinatorService/WatchEvents',
             presculpt_dot_v1_dot_api__pb2.WatchEventsRequest.SerializeToString,
             presculpt_dot_v1_dot_api__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/presculpt.v1.CoordinatorService/GetForecast',
+            presculpt_dot_v1_dot_api__pb2.GetForecastRequest.SerializeToString,
+            presculpt_dot_v1_dot_api__pb2.GetForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForecastAccuracy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/presculpt.v1.CoordinatorService/GetForecastAccuracy',
+            presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyRequest.SerializeToString,
+            presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyResponse.FromString,
             options,
             channel_credentials,
             insecure,
