@@ -17,6 +17,7 @@ from presculpt.coordinator.config import CoordinatorConfig
 from presculpt.coordinator.convert import InvalidMessage
 from presculpt.coordinator.dispatch import Dispatcher, DispatchRejected, PendingCommand
 from presculpt.coordinator.events import EventBus
+from presculpt.coordinator.forecast_view import forecast_view
 from presculpt.coordinator.metrics import CoordinatorMetrics
 from presculpt.coordinator.model import (
     AgentStatus,
@@ -33,6 +34,7 @@ from presculpt.v1 import api_pb2, api_pb2_grpc
 from presculpt.wire import vm_sample_pb
 
 MAX_TIMEOUT_S = 3600.0
+DEFAULT_FORECAST_WINDOW_S = 6 * 3600.0  # past forecasts shown by GetForecast
 # Outcome statuses that end ResizeVm with an error status instead of a response.
 _OUTCOME_ERRORS = {
     "REFUSED": grpc.StatusCode.FAILED_PRECONDITION,
@@ -138,6 +140,20 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
             rows = await self._read(context, self.store.rollups, vm.host, vm.uuid, start, end)
             response.rollups.extend(convert.rollup_to_pb(r) for r in rows)
         return response
+
+    async def GetForecast(self, request, context):  # noqa: N802
+        since = request.since_s or DEFAULT_FORECAST_WINDOW_S
+        lead = request.lead_steps or 1
+        if not math.isfinite(since) or since < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"since_s must be positive, got {since}")
+        if lead < 1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"lead_steps must be at least 1, got {lead}")
+        vm = await self._find_vm(context, request.vm, request.host)
+        view = await self._read(context, forecast_view, self.store, vm, self.clock(), since, lead)
+        if not view.latest and not view.past:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"no forecast for {vm.name} yet: the forecaster has not run since it appeared")
+        return convert.forecast_view_to_pb(view)
 
     # -- commands ------------------------------------------------------------------------
     async def ResizeVm(self, request, context):  # noqa: N802

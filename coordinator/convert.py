@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from presculpt.coordinator.accuracy import Accuracy
+from presculpt.coordinator.forecast_view import ForecastView
 from presculpt.coordinator.model import (
     BatchStored,
     Command,
@@ -205,3 +207,28 @@ def rollup_to_pb(r: RollupRow) -> api_pb2.Rollup:
 
 def ack_to_pb(stored: BatchStored) -> agent_pb2.CoordinatorMessage:
     return agent_pb2.CoordinatorMessage(ack=agent_pb2.BatchAck(seq=stored.seq, duplicate=stored.duplicate))
+
+
+def accuracy_to_pb(a: Accuracy) -> api_pb2.ForecastAccuracy:
+    return api_pb2.ForecastAccuracy(pinball=a.pinball, coverage_p90=a.coverage_p90,
+                                    coverage_p99=a.coverage_p99, count=a.count)
+
+
+def forecast_view_to_pb(view: ForecastView) -> api_pb2.GetForecastResponse:
+    msg = api_pb2.GetForecastResponse(host=view.vm.host, vm=vm_to_pb(view.vm), quantiles=view.quantiles,
+                                      accuracy=accuracy_to_pb(view.accuracy))
+    cpu = view.latest.get("cpu_cores") or next(iter(view.latest.values()), None)
+    if cpu is not None:
+        msg.model, msg.cold_start, msg.origin_ts, msg.step_s = cpu.model, cpu.cold_start, cpu.origin, cpu.step_s
+    for metric, record in view.latest.items():
+        msg.latest.append(api_pb2.MetricForecast(
+            metric=metric,
+            ts=[record.origin + h * record.step_s for h in range(len(record.values))],
+            steps=[api_pb2.QuantileValues(values=step) for step in record.values],
+        ))
+    for point in view.past:
+        p = api_pb2.ForecastPoint(ts=point.ts, metric=point.metric, values=point.values)
+        if point.actual is not None:
+            p.actual = point.actual
+        msg.past.append(p)
+    return msg

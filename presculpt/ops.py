@@ -253,13 +253,77 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_operator_commands(sub: argparse._SubParsersAction) -> None:
-    """Add hosts, vms, metrics, resize and events to the ``presculpt`` command line."""
+def client_flags() -> argparse.ArgumentParser:
+    """The flags every command talking to the coordinator takes (an argparse parent)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--coordinator", metavar="ADDR",
                         help=f"coordinator HOST:PORT (default: ${ENV_COORDINATOR}, else {DEFAULT_COORDINATOR})")
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    return common
+
+
+def cmd_forecast_show(args: argparse.Namespace) -> int:
+    request = api_pb2.GetForecastRequest(vm=args.vm, host=args.host or "", since_s=args.since,
+                                         lead_steps=args.lead)
+    with _client(args) as api:
+        view = api.GetForecast(request, timeout=RPC_TIMEOUT_S)
+    levels = list(view.quantiles)
+    names = [f"p{round(q * 100):02d}" for q in levels]
+
+    def band(values) -> dict[str, float]:
+        return dict(zip(names, values))
+
+    past = [{"ts": p.ts, "metric": p.metric, **band(p.values),
+             "actual": p.actual if p.HasField("actual") else None} for p in view.past]
+    latest = [{"ts": ts, "metric": m.metric, **band(step.values)}
+              for m in view.latest for ts, step in zip(m.ts, m.steps)]
+    accuracy = MessageToDict(view.accuracy, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    if args.json:
+        print_json({"vm": view.vm.name, "host": view.host, "model": view.model, "cold_start": view.cold_start,
+                    "origin_ts": view.origin_ts, "step_s": view.step_s, "quantiles": levels,
+                    "lead_steps": args.lead, "past": past, "latest": latest, "accuracy": accuracy})
+        return 0
+    model = view.model + (" (cold start: too little history for the model)" if view.cold_start else "")
+    print(f"{view.vm.name} on {view.host}: forecast by {model}")
+    columns = [("time", "TIME"), *[(n, n.upper()) for n in names]]
+    for metric in ("cpu_cores", "memory_mib"):
+        rows = [r for r in past if r["metric"] == metric]
+        if rows:
+            print(f"\n{metric}: forecast {args.lead} step(s) ahead, next to what happened")
+            for r in rows:
+                r["time"] = time.strftime("%H:%M", time.localtime(r["ts"]))
+                inside = r["actual"] is not None and r["actual"] <= r.get("p90", float("inf"))
+                r["seen"] = "-" if r["actual"] is None else ("ok" if inside else "ABOVE p90")
+            print_table(rows, [*columns, ("actual", "ACTUAL"), ("seen", "")])
+        ahead = [r for r in latest if r["metric"] == metric]
+        if ahead:
+            print(f"\n{metric}: the latest forecast")
+            for r in ahead:
+                r["time"] = time.strftime("%H:%M", time.localtime(r["ts"]))
+            print_table(ahead, columns)
+    a = view.accuracy
+    if a.count:
+        print(f"\nCPU accuracy over the window: pinball {a.pinball:.4f} cores, coverage p90 "
+              f"{a.coverage_p90:.2f}, p99 {a.coverage_p99:.2f} ({a.count} steps)")
+    return 0
+
+
+def add_forecast_show(forecast_sub: argparse._SubParsersAction) -> None:
+    """``presculpt forecast show VM`` (``presculpt forecast VM`` is the same)."""
+    p = forecast_sub.add_parser("show", parents=[client_flags()],
+                                help="a VM's quantile forecast next to what actually happened")
+    p.add_argument("vm", help="VM name (or uuid)")
+    p.add_argument("--host", help="the VM's host, when its name exists on several hosts")
+    p.add_argument("--since", type=duration, default=6 * 3600.0, help="past forecasts to show (default 6h)")
+    p.add_argument("--lead", type=positive_int, default=1,
+                   help="show past forecasts made this many steps ahead of their target (default 1)")
+    p.set_defaults(func=cmd_forecast_show)
+
+
+def add_operator_commands(sub: argparse._SubParsersAction) -> None:
+    """Add hosts, vms, metrics, resize and events to the ``presculpt`` command line."""
+    common = client_flags()
 
     p = sub.add_parser("hosts", parents=[common], help="the hosts known to the coordinator")
     p.set_defaults(func=cmd_hosts)
