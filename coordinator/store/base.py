@@ -67,6 +67,11 @@ class MetricStore(Protocol):
     def rollups(self, host: str, uuid: str, start: float, end: float) -> list[RollupRow]: ...
     def count_samples(self) -> int: ...
 
+    def rollup_means(self, metrics: Sequence[str], start: float, end: float
+                     ) -> dict[tuple[str, str], list[tuple[float, ...]]]:
+        """Every present VM's bucket means of ``metrics`` in ``[start, end)``, in one scan."""
+        ...
+
     # -- forecasts -----------------------------------------------------------------------
     def store_forecasts(self, records: Sequence[ForecastRecord]) -> int:
         """Store forecasts (replacing those of the same VM, metric and origin); returns how many."""

@@ -433,6 +433,24 @@ class SqliteMetricStore:
             out.append(RollupRow(uuid=uuid, start=bucket, duration_s=duration, count=count, stats=stats))
         return out
 
+    def rollup_means(self, metrics: Sequence[str], start: float, end: float
+                     ) -> dict[tuple[str, str], list[tuple[float, ...]]]:
+        """Every present VM's bucket means of ``metrics`` with ``start <= bucket < end``, in one
+        scan: ``{(host, uuid): [(bucket_start, mean_1, mean_2, ...), ...]}`` oldest first."""
+        unknown = [m for m in metrics if m not in ROLLUP_METRICS]
+        if unknown:
+            raise ValueError(f"no roll-up of {unknown[0]!r}")
+        columns = ", ".join(f"r.{m}_mean" for m in metrics)
+        rows = self._read(
+            f"SELECT v.host, v.uuid, r.start, {columns} FROM vms v JOIN rollups r ON r.vm_id = v.id "
+            "WHERE v.present = 1 AND r.start >= ? AND r.start < ? ORDER BY v.id, r.start",
+            (start, end),
+        )
+        out: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+        for host, uuid, *values in rows:
+            out.setdefault((host, uuid), []).append(tuple(values))
+        return out
+
     def store_forecasts(self, records: Sequence[ForecastRecord]) -> int:
         """Store forecasts (replacing any of the same VM, metric and origin); VMs unknown to the
         store are skipped. Returns the number stored."""

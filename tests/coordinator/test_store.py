@@ -117,6 +117,10 @@ def test_rollups_min_mean_max(store):
     assert (first.stats["cpu_cores"].min, first.stats["cpu_cores"].mean, first.stats["cpu_cores"].max) == (1, 2, 3)
     assert second.start == 300 and second.stats["cpu_cores"].max == 5
     assert store.compute_rollups(now=610.0) == 0  # nothing new
+    means = store.rollup_means(["cpu_cores", "memory_mib"], 0, 1e9)
+    assert [row[:2] for row in means[("h1", "u-a")]] == [(0.0, 2.0), (300.0, 5.0)]
+    assert set(means) == {("h1", "u-a"), ("h1", "u-b")}
+    assert store.rollup_means(["cpu_cores"], 300, 1e9) == {("h1", "u-a"): [(300.0, 5.0)]}
 
 
 def test_late_samples_recompute_their_bucket(store):
