@@ -1,0 +1,82 @@
+"""The forecaster's interface: series histories in, quantile forecasts out. No torch here.
+
+A series is one metric of one VM (or of an aggregate) on a regular grid of ``step_s`` seconds.
+Forecasts are quantiles of the metric's mean over each of the next ``horizon`` steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+STEP_S = 300.0  # one step: the canonical traces' and the roll-ups' 5 minutes
+HORIZON = 12  # default horizon: the next hour
+QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9, 0.99)
+METRICS: tuple[str, ...] = ("cpu_cores", "memory_mib")
+DAY_STEPS = int(86400 / STEP_S)
+WEEK_STEPS = 7 * DAY_STEPS
+
+
+@dataclass(frozen=True)
+class SeriesHistory:
+    """The recent history of one series, oldest first, ending just before the forecast origin.
+
+    ``values`` has no gaps (fill them before; NaN is allowed only where nothing is known);
+    ``origin`` is the start time of the first step to forecast (Unix seconds).
+    ``capacity`` is the VM's size in the metric's units (vCPUs, MiB); None when unknown.
+    """
+
+    key: str  # e.g. "host/uuid/cpu_cores", or "customer:acme/cpu_cores"
+    metric: str
+    origin: float
+    values: np.ndarray
+    capacity: float | None = None
+    workload_class: str = ""
+    customer: str = ""
+    # Known-future covariate: 1.0 for each forecast step inside an operator-declared event.
+    events: np.ndarray | None = None
+    step_s: float = STEP_S
+
+
+@dataclass(frozen=True)
+class QuantileForecast:
+    """Quantiles of one series over the next ``len(values)`` steps: ``values[h, q]``."""
+
+    key: str
+    metric: str
+    origin: float
+    step_s: float
+    quantiles: tuple[float, ...]
+    values: np.ndarray  # shape (horizon, len(quantiles)), non-decreasing along quantiles
+    model: str
+    cold_start: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Forecaster(Protocol):
+    """Anything that turns histories into quantile forecasts."""
+
+    name: str
+    quantiles: tuple[float, ...]
+    horizon: int
+
+    def predict(self, histories: Sequence[SeriesHistory]) -> list[QuantileForecast]: ...
+
+
+def forward_fill(values: np.ndarray) -> np.ndarray:
+    """Replace NaN by the last known value (leading NaN by the first known one)."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    mask = np.isnan(out)
+    if not mask.any():
+        return out
+    if mask.all():
+        return np.zeros_like(out)
+    index = np.where(~mask, np.arange(len(out)), 0)
+    np.maximum.accumulate(index, out=index)
+    out = out[index]
+    first = np.argmax(~mask)
+    out[:first] = out[first]
+    return out

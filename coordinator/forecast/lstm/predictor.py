@@ -1,0 +1,121 @@
+"""The trained LSTM as a :class:`~presculpt.coordinator.forecast.base.Forecaster`.
+
+It owns the network (in eval mode, on the CPU), its calibration and its metadata, predicts in
+batches under ``no_grad``, hands series with too little history to the cold-start forecaster, and
+saves and loads itself (state_dict plus hyperparameters and metadata) as one file.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from presculpt.coordinator.forecast.base import STEP_S, QuantileForecast, SeriesHistory
+from presculpt.coordinator.forecast.baselines import RecentPercentileForecaster
+from presculpt.coordinator.forecast.features import (
+    LOOKBACK,
+    METRIC_IDS,
+    MIN_HISTORY,
+    Windows,
+    fill_rows,
+    windows_from_history,
+)
+from presculpt.coordinator.forecast.lstm.module import ModelConfig, QuantileLSTM
+from presculpt.coordinator.forecast.lstm.training import predict_scaled
+
+FORMAT_VERSION = 1
+
+
+def category_id(name: str, buckets: int) -> int:
+    """A stable id in 1..buckets-1 for a workload class or customer name (0: unknown)."""
+    return 0 if not name else 1 + zlib.crc32(name.encode()) % (buckets - 1)
+
+
+class LstmForecaster:
+    """Quantile forecasts from the global LSTM, calibrated on held-out data."""
+
+    def __init__(self, model: QuantileLSTM, calibration: np.ndarray, metadata: dict[str, Any] | None = None,
+                 name: str = "lstm", threads: int = 2):
+        self.model = model.eval()
+        self.calibration = np.asarray(calibration, dtype=np.float64)  # (metrics, horizon, quantiles)
+        self.metadata = dict(metadata or {})
+        self.name = name
+        self.threads = threads
+        self.quantiles = tuple(model.config.quantiles)
+        self.horizon = model.config.horizon
+        self.cold_start = RecentPercentileForecaster(self.quantiles, self.horizon)
+
+    def predict_windows(self, windows: Windows) -> np.ndarray:
+        """Quantiles in the metric's units: (N, horizon, quantiles), non-negative, non-crossing."""
+        torch.set_num_threads(self.threads)
+        scaled = predict_scaled(self.model, windows).astype(np.float64)
+        scaled += self.calibration[windows.metric]
+        scaled = np.maximum.accumulate(scaled, axis=-1)
+        return np.maximum(scaled * windows.scale[:, None, None], 0.0)
+
+    def predict(self, histories: Sequence[SeriesHistory]) -> list[QuantileForecast]:
+        """One forecast per history, in order. All warm series go through the network in one
+        batch; their features are computed from one (N, LOOKBACK) history matrix at once."""
+        known = [int(np.count_nonzero(~np.isnan(np.asarray(h.values, dtype=np.float64)[-LOOKBACK:])))
+                 for h in histories]
+        warm = [h for h, k in zip(histories, known) if k >= MIN_HISTORY]
+        cold = [h for h, k in zip(histories, known) if k < MIN_HISTORY]
+        out = {id(h): f for h, f in zip(cold, self.cold_start.predict(cold))}
+        if warm:
+            predicted = self.predict_windows(self.windows(warm))
+            for h, values in zip(warm, predicted):
+                out[id(h)] = QuantileForecast(h.key, h.metric, h.origin, h.step_s, self.quantiles, values, self.name)
+        return [out[id(h)] for h in histories]
+
+    def windows(self, histories: Sequence[SeriesHistory]) -> Windows:
+        """The model inputs of each history's next origin."""
+        n = len(histories)
+        matrix = np.full((n, LOOKBACK), np.nan)
+        for row, h in zip(matrix, histories):
+            values = np.asarray(h.values, dtype=np.float64)[-LOOKBACK:]
+            row[LOOKBACK - len(values):] = values
+        events = np.zeros((n, self.horizon))
+        for row, h in zip(events, histories):
+            if h.events is not None:
+                flags = np.asarray(h.events, dtype=np.float64)[:self.horizon]
+                row[:len(flags)] = flags
+        config = self.model.config
+        step_s = histories[0].step_s if histories else STEP_S
+        return windows_from_history(
+            fill_rows(matrix), np.array([h.origin for h in histories], dtype=np.float64), self.horizon,
+            np.array([METRIC_IDS.get(h.metric, 0) for h in histories]),
+            np.array([h.capacity or 0.0 for h in histories], dtype=np.float64),
+            np.array([category_id(h.workload_class, config.n_classes) for h in histories]),
+            np.array([category_id(h.customer, config.n_customers) for h in histories]),
+            np.array([category_id(h.key, config.n_series) for h in histories]),
+            events, step_s)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save({
+            "format": FORMAT_VERSION,
+            "model_config": self.model.config.as_dict(),
+            "state_dict": self.model.state_dict(),
+            "calibration": self.calibration,
+            "metadata": self.metadata,
+            "name": self.name,
+        }, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LstmForecaster":
+        data = torch.load(Path(path), map_location="cpu", weights_only=False)
+        if data.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{path}: not a Presculpt LSTM checkpoint of format {FORMAT_VERSION}")
+        config = dict(data["model_config"])
+        config["quantiles"] = tuple(config["quantiles"])
+        model = QuantileLSTM(ModelConfig(**config))
+        model.load_state_dict(data["state_dict"])
+        return cls(model, data["calibration"], data["metadata"], data.get("name", "lstm"))
