@@ -9,6 +9,7 @@ import math
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -17,6 +18,8 @@ from presculpt.coordinator.config import CoordinatorConfig
 from presculpt.coordinator.convert import InvalidMessage
 from presculpt.coordinator.dispatch import Dispatcher, DispatchRejected, PendingCommand
 from presculpt.coordinator.events import EventBus
+from presculpt.coordinator.forecast.aggregate import AGGREGATE_KINDS, AggregateKey
+from presculpt.coordinator.forecast.anomaly import ForecastAnomaly
 from presculpt.coordinator.forecast_view import forecast_view
 from presculpt.coordinator.metrics import CoordinatorMetrics
 from presculpt.coordinator.model import (
@@ -32,6 +35,9 @@ from presculpt.coordinator.registry import ConnectionRegistry
 from presculpt.coordinator.store.base import MetricStore, StoreError
 from presculpt.v1 import api_pb2, api_pb2_grpc
 from presculpt.wire import vm_sample_pb
+
+if TYPE_CHECKING:  # the service module loads torch; the server hands an instance in
+    from presculpt.coordinator.forecast.service import AggregateForecast, ForecastService
 
 MAX_TIMEOUT_S = 3600.0
 DEFAULT_FORECAST_WINDOW_S = 6 * 3600.0  # past forecasts shown by GetForecast
@@ -53,6 +59,7 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
         config: CoordinatorConfig,
         metrics: CoordinatorMetrics,
         clock: Callable[[], float] = time.time,
+        forecasts: "ForecastService | None" = None,
     ):
         self.store = store
         self.registry = registry
@@ -61,6 +68,7 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self.forecasts = forecasts
 
     async def _read(self, context: grpc.aio.ServicerContext, func, *args):
         try:
@@ -155,6 +163,57 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
                                 f"no forecast for {vm.name} yet: the forecaster has not run since it appeared")
         return convert.forecast_view_to_pb(view)
 
+    async def _forecaster(self, context: grpc.aio.ServicerContext) -> "ForecastService":
+        if self.forecasts is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this coordinator runs no forecaster")
+        return self.forecasts
+
+    def _not_run_yet(self, what: str) -> str:
+        every = self.config.jobs.forecast_every_s
+        when = f"it runs every {every:g} s" if every else "it is disabled (jobs.forecast_every_s = 0)"
+        return f"no {what} yet: the forecast job has not run since the coordinator started ({when})"
+
+    async def GetForecastAccuracy(self, request, context):  # noqa: N802
+        forecasts = await self._forecaster(context)
+        await self._known_host(context, request.host)
+        report = forecasts.accuracy()
+        if report is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self._not_run_yet("forecast accuracy"))
+        return convert.accuracy_report_to_pb(report, request.host)
+
+    async def _aggregates(self, context: grpc.aio.ServicerContext, kind: str
+                          ) -> "dict[AggregateKey, AggregateForecast]":
+        """The latest aggregate forecasts (of every kind); ``kind`` (empty: any) is checked first."""
+        if kind and kind not in AGGREGATE_KINDS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"kind must be {' or '.join(map(repr, AGGREGATE_KINDS))}, got {kind!r}")
+        aggregates = (await self._forecaster(context)).aggregates()
+        if aggregates is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self._not_run_yet("aggregate forecasts"))
+        return aggregates
+
+    async def GetAggregateForecast(self, request, context):  # noqa: N802
+        kind, name = request.kind, request.name
+        if not kind:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"give the kind of aggregate: {' or '.join(map(repr, AGGREGATE_KINDS))}")
+        aggregates = await self._aggregates(context, kind)
+        if not name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"give a {kind} name")
+        found = aggregates.get(AggregateKey(kind, name))
+        if found is None:
+            known = sorted(k.name for k in aggregates if k.kind == kind)
+            hint = (f"known: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}" if known
+                    else f"no VM with recent data has {kind!r} in its metadata")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no {kind} {name!r} ({hint})")
+        return convert.aggregate_to_pb(found)
+
+    async def ListAggregateForecasts(self, request, context):  # noqa: N802
+        aggregates = await self._aggregates(context, request.kind)
+        return api_pb2.ListAggregateForecastsResponse(aggregates=[
+            convert.aggregate_to_pb(a) for key, a in sorted(aggregates.items())
+            if not request.kind or key.kind == request.kind])
+
     # -- commands ------------------------------------------------------------------------
     async def ResizeVm(self, request, context):  # noqa: N802
         try:
@@ -248,4 +307,6 @@ def event_to_pb(event: Event) -> api_pb2.Event:
         msg.outcome.CopyFrom(convert.outcome_to_pb(p))
     elif isinstance(p, AgentStatus):
         msg.agent.CopyFrom(api_pb2.AgentStatus(connected=p.connected, message=p.message))
+    elif isinstance(p, ForecastAnomaly):
+        msg.anomaly.CopyFrom(convert.anomaly_to_pb(p))
     return msg

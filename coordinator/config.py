@@ -77,10 +77,61 @@ class JobsConfig:
     rollup_every_s: float = 60.0
     retention_every_s: float = 600.0
     dispatch_tick_s: float = 0.5  # retries and expiry of commands
+    forecast_every_s: float = 300.0  # forecasts, their online accuracy and anomalies; 0: never
+    retrain_every_s: float = 86400.0  # retrain the model, promote it only if better; 0: never
 
     def __post_init__(self) -> None:
         if min(self.rollup_every_s, self.retention_every_s, self.dispatch_tick_s) <= 0:
             raise ValueError("job intervals must be positive")
+        if self.forecast_every_s < 0 or self.retrain_every_s < 0:
+            raise ValueError("jobs.forecast_every_s and jobs.retrain_every_s must be positive (or 0: never)")
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """The forecaster as the coordinator serves it: where its checkpoints live, how much history it
+    reads, how it retrains, and how it judges its own forecasts."""
+
+    model_dir: str = ""  # versioned checkpoints; empty: a "models" folder next to the db
+    initial_model: str = ""  # a checkpoint imported as the first current model of an empty registry
+    history_days: float = 8.0  # roll-ups read per forecast: a week for the weekly lag, plus context
+    train_days: float = 14.0  # roll-ups read per retrain (the newest holdout_days are held out)
+    max_train_series: int = 200  # series sampled for a retrain (memory: ~0.4 MB per series and day)
+    holdout_days: float = 1.0  # newest data the candidate and the current model are compared on
+    validation_days: float = 1.0  # end of the training part used for early stopping and calibration
+    epochs: int = 12
+    samples_per_epoch: int = 100_000
+    hidden: int = 48  # LSTM state size of a newly trained model
+    head_hidden: int = 128  # width of its output head
+    threads: int = 1  # torch threads for training and inference (more compete with ingest)
+    keep_versions: int = 5  # kept-aside and retired checkpoints kept (each); older ones are deleted
+    accuracy_window_s: float = 86400.0  # forecasts made this recently are scored against what happened
+    anomaly_steps: int = 6  # demand outside the outer quantiles this many steps in a row is an anomaly
+
+    def __post_init__(self) -> None:
+        # The history the model needs before it forecasts a series (numpy only; torch is not loaded).
+        from presculpt.coordinator.forecast.base import DAY_STEPS
+        from presculpt.coordinator.forecast.features import MIN_HISTORY
+
+        min_days = MIN_HISTORY / DAY_STEPS
+        if not self.history_days >= min_days:
+            raise ValueError(f"forecast.history_days must be at least {min_days:g} (the model's context), "
+                             f"got {self.history_days:g}")
+        if not self.holdout_days > 0 or not self.validation_days > 0:
+            raise ValueError("forecast.holdout_days and forecast.validation_days must be positive")
+        if not self.train_days > min_days + self.holdout_days + self.validation_days:
+            raise ValueError(f"forecast.train_days must exceed {min_days:g} days of context plus holdout_days "
+                             f"and validation_days, got {self.train_days:g}")
+        if min(self.max_train_series, self.epochs, self.samples_per_epoch, self.hidden, self.head_hidden,
+               self.threads) < 1:
+            raise ValueError("forecast.max_train_series, epochs, samples_per_epoch, hidden, head_hidden and "
+                             "threads must be at least 1")
+        if self.keep_versions < 0:
+            raise ValueError("forecast.keep_versions must not be negative")
+        if not self.accuracy_window_s > 0:
+            raise ValueError("forecast.accuracy_window_s must be positive")
+        if self.anomaly_steps < 1:
+            raise ValueError("forecast.anomaly_steps must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -93,10 +144,17 @@ class CoordinatorConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
     def __post_init__(self) -> None:
         if self.event_queue < 1:
             raise ValueError("event_queue must be at least 1")
+
+    def model_dir(self) -> Path:
+        """Where the forecaster's checkpoints live: ``forecast.model_dir``, else next to the db."""
+        if self.forecast.model_dir:
+            return Path(self.forecast.model_dir)
+        return Path(self.db).resolve().parent / "models"
 
 
 def load_coordinator_config(path: str | Path | None) -> CoordinatorConfig:

@@ -7,8 +7,11 @@ message of an INVALID_ARGUMENT status.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from presculpt.coordinator.accuracy import Accuracy
+from presculpt.coordinator.forecast.anomaly import ABOVE, ForecastAnomaly
+from presculpt.coordinator.forecast.base import QuantileForecast
 from presculpt.coordinator.forecast_view import ForecastView
 from presculpt.coordinator.model import (
     BatchStored,
@@ -24,6 +27,9 @@ from presculpt.coordinator.model import (
     VmRecord,
 )
 from presculpt.v1 import agent_pb2, api_pb2, model_pb2
+
+if TYPE_CHECKING:  # the service module loads torch; these are only its result types
+    from presculpt.coordinator.forecast.service import AccuracyReport, AggregateForecast
 
 
 class InvalidMessage(ValueError):
@@ -232,3 +238,45 @@ def forecast_view_to_pb(view: ForecastView) -> api_pb2.GetForecastResponse:
             p.actual = point.actual
         msg.past.append(p)
     return msg
+
+
+def accuracy_report_to_pb(report: "AccuracyReport", host: str = "") -> api_pb2.GetForecastAccuracyResponse:
+    """Overall and per-VM accuracy, of ``host``'s VMs only when given."""
+    msg = api_pb2.GetForecastAccuracyResponse(
+        model=report.model, overall_cpu=accuracy_to_pb(report.overall("cpu_cores", host)),
+        overall_memory=accuracy_to_pb(report.overall("memory_mib", host)), scored_at=report.scored_at,
+        window_s=report.window_s)
+    for entry in report.for_host(host):
+        msg.vms.append(api_pb2.VmForecastAccuracy(host=entry.host, vm=entry.vm, metric=entry.metric,
+                                                  accuracy=accuracy_to_pb(entry.accuracy)))
+    return msg
+
+
+def quantile_forecast_to_pb(metric: str, forecast: QuantileForecast) -> api_pb2.MetricForecast:
+    return api_pb2.MetricForecast(
+        metric=metric,
+        ts=[forecast.origin + h * forecast.step_s for h in range(len(forecast.values))],
+        steps=[api_pb2.QuantileValues(values=[float(v) for v in row]) for row in forecast.values],
+    )
+
+
+def aggregate_to_pb(aggregate: "AggregateForecast") -> api_pb2.AggregateForecast:
+    msg = api_pb2.AggregateForecast(kind=aggregate.key.kind, name=aggregate.key.name,
+                                    vms=aggregate.members.get("cpu_cores", 0),
+                                    cpu_capacity_cores=aggregate.capacity.get("cpu_cores") or 0.0,
+                                    memory_capacity_mib=aggregate.capacity.get("memory_mib") or 0.0)
+    first = aggregate.forecasts.get("cpu_cores") or next(iter(aggregate.forecasts.values()), None)
+    if first is not None:
+        msg.model, msg.cold_start, msg.origin_ts, msg.step_s = first.model, first.cold_start, first.origin, first.step_s
+        msg.quantiles.extend(first.quantiles)
+    for metric, forecast in sorted(aggregate.forecasts.items()):
+        msg.forecasts.append(quantile_forecast_to_pb(metric, forecast))
+    return msg
+
+
+def anomaly_to_pb(anomaly: ForecastAnomaly) -> api_pb2.ForecastAnomaly:
+    return api_pb2.ForecastAnomaly(
+        vm=anomaly.vm, uuid=anomaly.uuid, metric=anomaly.metric, direction=anomaly.direction,
+        quantile=anomaly.quantile, model=anomaly.model, ts=[s.ts for s in anomaly.steps],
+        actual=[s.actual for s in anomaly.steps],
+        bound=[s.high if anomaly.direction == ABOVE else s.low for s in anomaly.steps])

@@ -22,4 +22,31 @@ class CoordinatorMetrics:
         self.connected_agents = Gauge(
             "presculpt_connected_agents", "Agents with an open stream", registry=r)
         self.errors = Counter(
-            "presculpt_errors", "Errors, by kind (invalid_message, store, stream)", ["kind"], registry=r)
+            "presculpt_errors", "Errors, by kind (invalid_message, store, stream, forecast)", ["kind"],
+            registry=r)
+        # The forecaster (coordinator.forecast.service).
+        self.model_info = Gauge(
+            "presculpt_forecast_model_info", "The model version serving forecasts (1; none during cold start)",
+            ["version"], registry=r)
+        self.forecast_series = Gauge(
+            "presculpt_forecast_series", "VM series forecast by the last run, by kind (model, cold_start)",
+            ["kind"], registry=r)
+        self.forecast_seconds = Histogram(
+            "presculpt_forecast_seconds", "Duration of a forecast run (read, score, forecast, store)",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        self.forecast_pinball = Gauge(
+            "presculpt_forecast_pinball",
+            "Mean pinball loss of the forecasts made in the accuracy window, in the metric's units",
+            ["metric"], registry=r)
+        self.forecast_coverage = Gauge(
+            "presculpt_forecast_coverage", "Share of outcomes at or below the forecast quantile (calibrated: the "
+            "quantile itself)", ["metric", "quantile"], registry=r)
+        self.forecast_vm_pinball = Gauge(
+            "presculpt_forecast_vm_pinball", "Mean pinball loss of one VM's forecasts in the accuracy window",
+            ["host", "vm", "metric"], registry=r)
+        self.forecast_anomalies = Counter(
+            "presculpt_forecast_anomalies", "Anomaly episodes: demand outside the forecast band, by direction",
+            ["metric", "direction"], registry=r)
+        self.retrains = Counter(
+            "presculpt_model_retrains", "Retrains, by result (promoted, kept_aside, skipped, failed)",
+            ["result"], registry=r)

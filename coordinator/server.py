@@ -1,6 +1,6 @@
-"""The coordinator process: store, registry, dispatcher, the two gRPC services (plus standard
-health checking and reflection), the scheduled jobs and the Prometheus endpoint, started and
-stopped explicitly."""
+"""The coordinator process: store, registry, dispatcher, forecaster, the two gRPC services (plus
+standard health checking and reflection), the scheduled jobs and the Prometheus endpoint, started
+and stopped explicitly."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from presculpt.coordinator.api import CoordinatorApi
 from presculpt.coordinator.config import CoordinatorConfig
 from presculpt.coordinator.dispatch import Dispatcher
 from presculpt.coordinator.events import EventBus
+from presculpt.coordinator.forecast.registry import ModelRegistry
+from presculpt.coordinator.forecast.service import ForecastService
 from presculpt.coordinator.ingest import AgentIngest
 from presculpt.coordinator.metrics import CoordinatorMetrics
 from presculpt.coordinator.registry import ConnectionRegistry
@@ -66,9 +68,12 @@ class CoordinatorServer:
         self.registry = ConnectionRegistry()
         self.dispatcher = Dispatcher(config.dispatch, clock)
         self.events = EventBus(config.event_queue)
-        self.routines = CoordinatorRoutines(self.store, self.dispatcher, clock)
+        self.models = ModelRegistry(config.model_dir(), config.forecast.keep_versions)
+        self.forecasts = ForecastService(self.store, self.models, config.forecast, self.metrics, clock,
+                                         config.store.rollup_bucket_s)
+        self.routines = CoordinatorRoutines(self.store, self.dispatcher, clock, self.forecasts, self.events)
         self.api = CoordinatorApi(self.store, self.registry, self.dispatcher, self.events, config,
-                                  self.metrics, clock)
+                                  self.metrics, clock, self.forecasts)
         self.port = 0
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._server: grpc.aio.Server | None = None
@@ -78,6 +83,11 @@ class CoordinatorServer:
     async def start(self) -> int:
         cfg = self.config
         self.store.start()
+        try:
+            await asyncio.to_thread(self.forecasts.start)
+        except BaseException:
+            self.store.stop()
+            raise
         server = grpc.aio.server(options=grpc_options(cfg.ingest.max_message_bytes))
         ingest = AgentIngest(self.store, self.registry, self.dispatcher, self.events, cfg.ingest,
                              self.metrics, self.clock)

@@ -179,21 +179,45 @@ class MetricsStored(_message.Message):
     host_sample: _model_pb2.HostSample
     def __init__(self, seq: _Optional[int] = ..., vms: _Optional[_Iterable[_Union[_model_pb2.VmSample, _Mapping]]] = ..., host_sample: _Optional[_Union[_model_pb2.HostSample, _Mapping]] = ...) -> None: ...
 
+class ForecastAnomaly(_message.Message):
+    __slots__ = ("vm", "uuid", "metric", "direction", "quantile", "model", "ts", "actual", "bound")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    vm: str
+    uuid: str
+    metric: str
+    direction: str
+    quantile: float
+    model: str
+    ts: _containers.RepeatedScalarFieldContainer[float]
+    actual: _containers.RepeatedScalarFieldContainer[float]
+    bound: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, vm: _Optional[str] = ..., uuid: _Optional[str] = ..., metric: _Optional[str] = ..., direction: _Optional[str] = ..., quantile: _Optional[float] = ..., model: _Optional[str] = ..., ts: _Optional[_Iterable[float]] = ..., actual: _Optional[_Iterable[float]] = ..., bound: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class Event(_message.Message):
-    __slots__ = ("ts", "host", "metrics", "command", "outcome", "agent")
+    __slots__ = ("ts", "host", "metrics", "command", "outcome", "agent", "anomaly")
     TS_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    ANOMALY_FIELD_NUMBER: _ClassVar[int]
     ts: float
     host: str
     metrics: MetricsStored
     command: _model_pb2.Command
     outcome: _model_pb2.CommandOutcome
     agent: AgentStatus
-    def __init__(self, ts: _Optional[float] = ..., host: _Optional[str] = ..., metrics: _Optional[_Union[MetricsStored, _Mapping]] = ..., command: _Optional[_Union[_model_pb2.Command, _Mapping]] = ..., outcome: _Optional[_Union[_model_pb2.CommandOutcome, _Mapping]] = ..., agent: _Optional[_Union[AgentStatus, _Mapping]] = ...) -> None: ...
+    anomaly: ForecastAnomaly
+    def __init__(self, ts: _Optional[float] = ..., host: _Optional[str] = ..., metrics: _Optional[_Union[MetricsStored, _Mapping]] = ..., command: _Optional[_Union[_model_pb2.Command, _Mapping]] = ..., outcome: _Optional[_Union[_model_pb2.CommandOutcome, _Mapping]] = ..., agent: _Optional[_Union[AgentStatus, _Mapping]] = ..., anomaly: _Optional[_Union[ForecastAnomaly, _Mapping]] = ...) -> None: ...
 
 class GetForecastRequest(_message.Message):
     __slots__ = ("vm", "host", "since_s", "lead_steps")
@@ -290,13 +314,63 @@ class VmForecastAccuracy(_message.Message):
     def __init__(self, host: _Optional[str] = ..., vm: _Optional[str] = ..., metric: _Optional[str] = ..., accuracy: _Optional[_Union[ForecastAccuracy, _Mapping]] = ...) -> None: ...
 
 class GetForecastAccuracyResponse(_message.Message):
-    __slots__ = ("model", "overall_cpu", "overall_memory", "vms")
+    __slots__ = ("model", "overall_cpu", "overall_memory", "vms", "scored_at", "window_s")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OVERALL_CPU_FIELD_NUMBER: _ClassVar[int]
     OVERALL_MEMORY_FIELD_NUMBER: _ClassVar[int]
     VMS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_AT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     model: str
     overall_cpu: ForecastAccuracy
     overall_memory: ForecastAccuracy
     vms: _containers.RepeatedCompositeFieldContainer[VmForecastAccuracy]
-    def __init__(self, model: _Optional[str] = ..., overall_cpu: _Optional[_Union[ForecastAccuracy, _Mapping]] = ..., overall_memory: _Optional[_Union[ForecastAccuracy, _Mapping]] = ..., vms: _Optional[_Iterable[_Union[VmForecastAccuracy, _Mapping]]] = ...) -> None: ...
+    scored_at: float
+    window_s: float
+    def __init__(self, model: _Optional[str] = ..., overall_cpu: _Optional[_Union[ForecastAccuracy, _Mapping]] = ..., overall_memory: _Optional[_Union[ForecastAccuracy, _Mapping]] = ..., vms: _Optional[_Iterable[_Union[VmForecastAccuracy, _Mapping]]] = ..., scored_at: _Optional[float] = ..., window_s: _Optional[float] = ...) -> None: ...
+
+class GetAggregateForecastRequest(_message.Message):
+    __slots__ = ("kind", "name")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AggregateForecast(_message.Message):
+    __slots__ = ("kind", "name", "model", "cold_start", "origin_ts", "step_s", "quantiles", "forecasts", "vms", "cpu_capacity_cores", "memory_capacity_mib")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_TS_FIELD_NUMBER: _ClassVar[int]
+    STEP_S_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    FORECASTS_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    CPU_CAPACITY_CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_CAPACITY_MIB_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    model: str
+    cold_start: bool
+    origin_ts: float
+    step_s: float
+    quantiles: _containers.RepeatedScalarFieldContainer[float]
+    forecasts: _containers.RepeatedCompositeFieldContainer[MetricForecast]
+    vms: int
+    cpu_capacity_cores: float
+    memory_capacity_mib: float
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., cold_start: _Optional[bool] = ..., origin_ts: _Optional[float] = ..., step_s: _Optional[float] = ..., quantiles: _Optional[_Iterable[float]] = ..., forecasts: _Optional[_Iterable[_Union[MetricForecast, _Mapping]]] = ..., vms: _Optional[int] = ..., cpu_capacity_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ...) -> None: ...
+
+class ListAggregateForecastsRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class ListAggregateForecastsResponse(_message.Message):
+    __slots__ = ("aggregates",)
+    AGGREGATES_FIELD_NUMBER: _ClassVar[int]
+    aggregates: _containers.RepeatedCompositeFieldContainer[AggregateForecast]
+    def __init__(self, aggregates: _Optional[_Iterable[_Union[AggregateForecast, _Mapping]]] = ...) -> None: ...

@@ -69,6 +69,16 @@ class CoordinatorServiceStub:
                 request_serializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyRequest.SerializeToString,
                 response_deserializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyResponse.FromString,
                 _registered_method=True)
+        self.GetAggregateForecast = channel.unary_unary(
+                '/presculpt.v1.CoordinatorService/GetAggregateForecast',
+                request_serializer=presculpt_dot_v1_dot_api__pb2.GetAggregateForecastRequest.SerializeToString,
+                response_deserializer=presculpt_dot_v1_dot_api__pb2.AggregateForecast.FromString,
+                _registered_method=True)
+        self.ListAggregateForecasts = channel.unary_unary(
+                '/presculpt.v1.CoordinatorService/ListAggregateForecasts',
+                request_serializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsRequest.SerializeToString,
+                response_deserializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -122,6 +132,20 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAggregateForecast(self, request, context):
+        """The latest forecast of one customer's or one segment's summed demand.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAggregateForecasts(self, request, context):
+        """The latest forecasts of every customer and segment (or of one kind).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +183,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetForecastAccuracy,
                     request_deserializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyRequest.FromString,
                     response_serializer=presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyResponse.SerializeToString,
+            ),
+            'GetAggregateForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAggregateForecast,
+                    request_deserializer=presculpt_dot_v1_dot_api__pb2.GetAggregateForecastRequest.FromString,
+                    response_serializer=presculpt_dot_v1_dot_api__pb2.AggregateForecast.SerializeToString,
+            ),
+            'ListAggregateForecasts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAggregateForecasts,
+                    request_deserializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsRequest.FromString,
+                    response_serializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +384,60 @@ class CoordinatorService:
             '/presculpt.v1.CoordinatorService/GetForecastAccuracy',
             presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyRequest.SerializeToString,
             presculpt_dot_v1_dot_api__pb2.GetForecastAccuracyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAggregateForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/presculpt.v1.CoordinatorService/GetAggregateForecast',
+            presculpt_dot_v1_dot_api__pb2.GetAggregateForecastRequest.SerializeToString,
+            presculpt_dot_v1_dot_api__pb2.AggregateForecast.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAggregateForecasts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/presculpt.v1.CoordinatorService/ListAggregateForecasts',
+            presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsRequest.SerializeToString,
+            presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsResponse.FromString,
             options,
             channel_credentials,
             insecure,
