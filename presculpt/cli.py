@@ -3,6 +3,8 @@
     presculpt lab {up,status,down}     tiny real guests on this machine
     presculpt forecast VM              a VM's quantile forecast next to what happened (forecast show)
     presculpt forecast evaluate        backtest the forecaster against the baselines on a trace
+    presculpt forecast accuracy        online forecast accuracy, overall and per VM
+    presculpt forecast aggregate       forecasts per customer and per segment
     presculpt bench resize             resize and shadow-activation latency on a real guest
     presculpt bench forecast           how fast the forecaster predicts for many series
     presculpt demo                     the main job: the lab plus a live resize, seen from inside

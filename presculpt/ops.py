@@ -4,7 +4,10 @@
     presculpt vms [--host H]              every VM with its latest sample
     presculpt metrics VM [--since 1h]     a VM's history (raw samples, or roll-ups with --rollup)
     presculpt resize VM --vcpus N ...     routed to the VM's agent; prints the agent's outcome
-    presculpt events                      follow the live stream of events
+    presculpt events                      follow the live stream of events (forecast anomalies too)
+    presculpt forecast show VM            a VM's forecast band next to what happened (forecast_cli wires these)
+    presculpt forecast accuracy           online forecast accuracy, overall and per VM, worst first
+    presculpt forecast aggregate          forecasts of each customer's and segment's summed demand
 
 ``--coordinator ADDR`` (default: $PRESCULPT_COORDINATOR, else 127.0.0.1:7600); ``--json`` for scripts.
 """
@@ -31,6 +34,9 @@ from presculpt.v1 import api_pb2, api_pb2_grpc, model_pb2
 DEFAULT_COORDINATOR = "127.0.0.1:7600"
 ENV_COORDINATOR = "PRESCULPT_COORDINATOR"
 RPC_TIMEOUT_S = 15.0
+GRPC_UNKNOWN_METHOD = "Method not found!"  # grpc's details for an RPC the server does not have
+FORECAST_METRICS = ("cpu_cores", "memory_mib")
+DEFAULT_ACCURACY_ROWS = 20
 SAMPLE_FIELDS = ("cpu_cores", "vcpus", "cpu_quota_cores", "memory_mib", "memory_used_mib",
                  "memory_available_mib", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -59,6 +65,9 @@ def _client(args: argparse.Namespace) -> Iterator[api_pb2_grpc.CoordinatorServic
         code, details = err.code(), err.details()  # type: ignore[attr-defined]
         if code == grpc.StatusCode.UNAVAILABLE:
             raise CoordinatorError(f"cannot reach the coordinator at {address} ({details})") from None
+        if code == grpc.StatusCode.UNIMPLEMENTED and details == GRPC_UNKNOWN_METHOD:
+            raise CoordinatorError(f"the coordinator at {address} does not offer this request "
+                                   "(it runs an older version)") from None
         raise CoordinatorError(f"{code.name}: {details}") from None
     finally:
         channel.close()
@@ -89,6 +98,23 @@ def vm_row(vm: api_pb2.Vm) -> dict[str, Any]:
     row["memory_used_mib"] = latest.get("memory_used_mib")
     row["sampled_at"] = latest.get("ts")
     return row
+
+
+def _level(q: float) -> str:
+    """A quantile level's name: 0.9 -> p90, 0.1 -> p10."""
+    return f"p{round(q * 100):02d}"
+
+
+def _short(value: float) -> str:
+    """A value inside a sentence: three significant digits, whole numbers from 1000 (MiB)."""
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _span(seconds: float) -> str:
+    """A window's length: 90m, 6h, 2d."""
+    if seconds >= 2 * 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g}d"
+    return f"{seconds / 3600:g}h" if seconds >= 3600 else f"{seconds / 60:g}m"
 
 
 def _ago(ts: float) -> str:
@@ -233,6 +259,12 @@ def event_line(event: api_pb2.Event) -> str:
         text = f"outcome {o.command_id}: {model_pb2.CommandOutcome.Status.Name(o.status)} {o.message}"
     elif kind == "agent":
         text = ("agent connected: " if event.agent.connected else "agent disconnected: ") + event.agent.message
+    elif kind == "anomaly":
+        a = event.anomaly
+        steps = len(a.actual)
+        last = f"last {_short(a.actual[-1])} vs bound {_short(a.bound[-1])}, " if a.actual and a.bound else ""
+        text = (f"anomaly: {a.vm} {a.metric} {a.direction} {_level(a.quantile)} for {steps} "
+                f"step{'' if steps == 1 else 's'} ({last}model {a.model})")
     else:
         text = "unknown event"
     return f"{when} {event.host} {text}".rstrip()
@@ -269,7 +301,7 @@ def cmd_forecast_show(args: argparse.Namespace) -> int:
     with _client(args) as api:
         view = api.GetForecast(request, timeout=RPC_TIMEOUT_S)
     levels = list(view.quantiles)
-    names = [f"p{round(q * 100):02d}" for q in levels]
+    names = [_level(q) for q in levels]
 
     def band(values) -> dict[str, float]:
         return dict(zip(names, values))
@@ -320,6 +352,181 @@ def add_forecast_show(forecast_sub: argparse._SubParsersAction) -> None:
                    help="show past forecasts made this many steps ahead of their target (default 1)")
     p.set_defaults(func=cmd_forecast_show)
 
+
+def accuracy_dict(a: api_pb2.ForecastAccuracy) -> dict[str, Any]:
+    """Pinball loss and coverage; null while no step was scored (0 would read as perfect)."""
+    scored = a.count > 0
+    return {"pinball": a.pinball if scored else None, "coverage_p90": a.coverage_p90 if scored else None,
+            "coverage_p99": a.coverage_p99 if scored else None, "count": a.count}
+
+
+def accuracy_rows(response: api_pb2.GetForecastAccuracyResponse) -> list[dict[str, Any]]:
+    """One row per VM with each metric's accuracy, the highest CPU pinball loss first (then memory's)."""
+    by_vm: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in response.vms:
+        row = by_vm.setdefault((entry.host, entry.vm), {"host": entry.host, "vm": entry.vm,
+                                                        **{m: None for m in FORECAST_METRICS}})
+        row[entry.metric] = accuracy_dict(entry.accuracy)
+
+    def loss(acc: dict[str, Any] | None) -> float:
+        return -1.0 if acc is None or acc["pinball"] is None else acc["pinball"]
+
+    rows = [by_vm[key] for key in sorted(by_vm)]
+    rows.sort(key=lambda r: (loss(r["cpu_cores"]), loss(r["memory_mib"])), reverse=True)  # stable: ties by name
+    return rows
+
+
+def _accuracy_sentence(acc: dict[str, Any], unit: str) -> str:
+    if not acc["count"]:
+        return "no steps scored"
+    return (f"pinball {acc['pinball']:.4g} {unit}, coverage p90 {acc['coverage_p90']:.2f}, "
+            f"p99 {acc['coverage_p99']:.2f} ({acc['count']:,} steps)")
+
+
+def cmd_forecast_accuracy(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        response = api.GetForecastAccuracy(api_pb2.GetForecastAccuracyRequest(host=args.host or ""),
+                                           timeout=RPC_TIMEOUT_S)
+    rows = accuracy_rows(response)
+    overall = {"cpu_cores": accuracy_dict(response.overall_cpu), "memory_mib": accuracy_dict(response.overall_memory)}
+    if args.json:
+        print_json({"model": response.model, "host": args.host or None, "scored_at": response.scored_at,
+                    "window_s": response.window_s, "overall": overall,
+                    "vms": rows[:args.top] if args.top else rows})
+        return 0
+    where = f"host {args.host}" if args.host else "all hosts"
+    scored = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(response.scored_at))
+    print(f"forecast accuracy on {where}, model {response.model}: forecasts made in the {_span(response.window_s)} "
+          f"before {scored}, scored against what happened")
+    print(f"  CPU:    {_accuracy_sentence(overall['cpu_cores'], 'cores')}")
+    print(f"  memory: {_accuracy_sentence(overall['memory_mib'], 'MiB')}")
+    print("  (pinball: mean loss over the quantiles, lower is better; coverage: share of actual values at or "
+          "below the p90 and p99 forecasts, ideally 0.90 and 0.99)")
+    if not rows:
+        print("\nno VM has scored forecasts in the window yet")
+        return 0
+    top = args.top or DEFAULT_ACCURACY_ROWS
+    shown = rows[:top]
+    print("\n" + (f"the {len(shown)} VM{'' if len(shown) == 1 else 's'} of {len(rows)} with the highest CPU "
+                  "pinball loss:" if len(rows) > top else "every VM, the highest CPU pinball loss first:"))
+    table = []
+    for row in shown:
+        line = {"host": row["host"], "vm": row["vm"]}
+        for metric, prefix, digits in (("cpu_cores", "cpu", 4), ("memory_mib", "mem", 1)):
+            acc = row[metric]
+            if acc and acc["count"]:
+                line.update({f"{prefix}_pinball": f"{acc['pinball']:.{digits}f}",
+                             f"{prefix}_p90": f"{acc['coverage_p90']:.2f}",
+                             f"{prefix}_p99": f"{acc['coverage_p99']:.2f}"})
+        line["steps"] = max((row[m]["count"] for m in FORECAST_METRICS if row[m]), default=0)
+        table.append(line)
+    print_table(table, [("host", "HOST"), ("vm", "VM"), ("cpu_pinball", "CPU PINBALL"), ("cpu_p90", "CPU P90"),
+                        ("cpu_p99", "CPU P99"), ("mem_pinball", "MEM PINBALL MIB"), ("mem_p90", "MEM P90"),
+                        ("mem_p99", "MEM P99"), ("steps", "STEPS")])
+    return 0
+
+
+def aggregate_summary(a: api_pb2.AggregateForecast) -> dict[str, Any]:
+    """An aggregate's details with its first forecast step per metric (``first_step``)."""
+    names = [_level(q) for q in a.quantiles]
+    return {
+        "kind": a.kind, "name": a.name, "vms": a.vms, "model": a.model, "cold_start": a.cold_start,
+        "origin_ts": a.origin_ts, "step_s": a.step_s, "quantiles": list(a.quantiles),
+        "cpu_capacity_cores": a.cpu_capacity_cores or None, "memory_capacity_mib": a.memory_capacity_mib or None,
+        "first_step": {f.metric: {"ts": f.ts[0], **dict(zip(names, f.steps[0].values))}
+                       for f in a.forecasts if f.steps},
+    }
+
+
+def cmd_forecast_aggregate(args: argparse.Namespace) -> int:
+    kind, name = ("customer", args.customer) if args.customer is not None else ("segment", args.segment)
+    with _client(args) as api:
+        if name is None:
+            listed = api.ListAggregateForecasts(api_pb2.ListAggregateForecastsRequest(),
+                                                timeout=RPC_TIMEOUT_S).aggregates
+        else:
+            one = api.GetAggregateForecast(api_pb2.GetAggregateForecastRequest(kind=kind, name=name),
+                                           timeout=RPC_TIMEOUT_S)
+    if name is None:
+        return _print_aggregates([aggregate_summary(a) for a in listed], args.json)
+    return _print_aggregate(one, args.json)
+
+
+def _print_aggregates(summaries: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print_json(summaries)
+        return 0
+    if not summaries:
+        print("no aggregate forecasts: no VM with recent data has 'customer' or 'segment' in its metadata")
+        return 0
+    first = summaries[0]
+    start = time.strftime("%H:%M", time.localtime(first["origin_ts"]))
+    print(f"the summed demand of each customer and segment, forecast for the {first['step_s'] / 60:g} min "
+          f"from {start}")
+    rows = []
+    for s in summaries:
+        row = {"kind": s["kind"], "name": s["name"], "vms": s["vms"], "model": s["model"]}
+        for metric, prefix in (("cpu_cores", "cpu"), ("memory_mib", "mem")):
+            step = s["first_step"].get(metric, {})
+            row.update({f"{prefix}_p50": step.get("p50"), f"{prefix}_p90": step.get("p90")})
+        rows.append(row)
+    print_table(rows, [("kind", "KIND"), ("name", "NAME"), ("vms", "VMS"), ("model", "MODEL"),
+                       ("cpu_p50", "CPU P50"), ("cpu_p90", "CPU P90"), ("mem_p50", "MEM P50 MIB"),
+                       ("mem_p90", "MEM P90 MIB")])
+    return 0
+
+
+def _print_aggregate(a: api_pb2.AggregateForecast, as_json: bool) -> int:
+    names = [_level(q) for q in a.quantiles]
+    latest = [{"ts": ts, "metric": f.metric, **dict(zip(names, step.values))}
+              for f in a.forecasts for ts, step in zip(f.ts, f.steps)]
+    if as_json:
+        summary = aggregate_summary(a)
+        del summary["first_step"]
+        print_json({**summary, "latest": latest})
+        return 0
+    size = [f"{a.cpu_capacity_cores:g} vCPUs" if a.cpu_capacity_cores else "",
+            f"{a.memory_capacity_mib:g} MiB" if a.memory_capacity_mib else ""]
+    capacity = f" ({' and '.join(filter(None, size))} at most)" if any(size) else ""
+    model = a.model + (" (cold start)" if a.cold_start and "cold" not in a.model else "")
+    print(f"{a.kind} {a.name}: {a.vms} VM{'' if a.vms == 1 else 's'}{capacity}, forecast by {model}")
+    columns = [("time", "TIME"), *[(n, n.upper()) for n in names]]
+    for metric in FORECAST_METRICS:
+        rows = [r for r in latest if r["metric"] == metric]
+        if rows:
+            print(f"\n{metric}: the forecast of the summed demand")
+            for r in rows:
+                r["time"] = time.strftime("%H:%M", time.localtime(r["ts"]))
+            print_table(rows, columns)
+    return 0
+
+
+def add_forecast_accuracy(forecast_sub: argparse._SubParsersAction) -> None:
+    """``presculpt forecast accuracy [--host H] [--top N]``."""
+    p = forecast_sub.add_parser(
+        "accuracy", parents=[client_flags()], help="online forecast accuracy, overall and per VM (worst first)",
+        description="How well the served forecasts matched what happened, as the coordinator's forecast job "
+                    "last scored them: the mean pinball loss over the quantiles (lower is better) and the "
+                    "coverage of p90 and p99 (the share of actual values at or below them), for CPU and "
+                    "memory overall, then per VM with the highest CPU pinball loss first.")
+    p.add_argument("--host", help="only this host's VMs")
+    p.add_argument("--top", type=positive_int, metavar="N",
+                   help=f"VMs listed (default {DEFAULT_ACCURACY_ROWS}; with --json, every VM)")
+    p.set_defaults(func=cmd_forecast_accuracy)
+
+
+def add_forecast_aggregate(forecast_sub: argparse._SubParsersAction) -> None:
+    """``presculpt forecast aggregate [--customer NAME | --segment NAME]``."""
+    p = forecast_sub.add_parser(
+        "aggregate", parents=[client_flags()], help="forecasts of each customer's and segment's summed demand",
+        description="VMs are grouped by the 'customer' and 'segment' keys of their metadata; the coordinator "
+                    "forecasts each group's summed CPU and memory. Without a name: every group with its "
+                    "members, model and the p50 and p90 of its next step. With a name: that group's quantile "
+                    "band for every step ahead.")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--customer", metavar="NAME", help="one customer's forecast")
+    which.add_argument("--segment", metavar="NAME", help="one segment's forecast")
+    p.set_defaults(func=cmd_forecast_aggregate)
 
 def add_operator_commands(sub: argparse._SubParsersAction) -> None:
     """Add hosts, vms, metrics, resize and events to the ``presculpt`` command line."""
