@@ -159,28 +159,14 @@ def load_forecaster(checkpoint: str | None, threads: int) -> tuple[LstmForecaste
 
 def staged_predict(forecaster: LstmForecaster, histories: Sequence[SeriesHistory]
                    ) -> tuple[list[QuantileForecast], dict[str, float]]:
-    """``forecaster.predict(histories)`` done step by step, with the seconds of each step.
-
-    Calls the same pieces as ``LstmForecaster.predict`` (its ``windows`` for the features, the
-    trainer's ``predict_scaled`` for the network) and repeats its few lines of glue (the warm/cold
-    split, the calibration of ``predict_windows``). Tests check that both give the same forecasts,
-    so a change to ``predict`` that this does not follow fails there rather than misleading here.
-    """
-    import numpy as np
-    import torch
-
-    from presculpt.coordinator.forecast.base import QuantileForecast
-    from presculpt.coordinator.forecast.features import LOOKBACK, MIN_HISTORY
-    from presculpt.coordinator.forecast.lstm.training import predict_scaled
-
+    """``forecaster.predict(histories)`` done step by step, with the seconds of each step: it calls
+    the same named steps as ``LstmForecaster.predict`` (split, cold start, windows, network,
+    calibrate, forecasts) in the same order. Tests check that both give the same forecasts."""
     seconds = dict.fromkeys(STAGES, 0.0)
     clock = time.perf_counter
 
     t0 = clock()
-    known = [int(np.count_nonzero(~np.isnan(np.asarray(h.values, dtype=np.float64)[-LOOKBACK:])))
-             for h in histories]
-    warm = [h for h, k in zip(histories, known) if k >= MIN_HISTORY]
-    cold = [h for h, k in zip(histories, known) if k < MIN_HISTORY]
+    warm, cold = forecaster.split(histories)
     t1 = clock()
     out = {id(h): f for h, f in zip(cold, forecaster.cold_start.predict(cold))}
     t2 = clock()
@@ -189,16 +175,11 @@ def staged_predict(forecaster: LstmForecaster, histories: Sequence[SeriesHistory
         t0 = clock()
         windows = forecaster.windows(warm)
         t1 = clock()
-        torch.set_num_threads(forecaster.threads)
-        scaled = predict_scaled(forecaster.model, windows).astype(np.float64)
+        scaled = forecaster.network(windows)
         t2 = clock()
-        scaled += forecaster.calibration[windows.metric]
-        scaled = np.maximum.accumulate(scaled, axis=-1)
-        predicted = np.maximum(scaled * windows.scale[:, None, None], 0.0)
+        predicted = forecaster.calibrate(scaled, windows)
         t3 = clock()
-        for h, values in zip(warm, predicted):
-            out[id(h)] = QuantileForecast(h.key, h.metric, h.origin, h.step_s, forecaster.quantiles, values,
-                                          forecaster.name)
+        out.update(zip(map(id, warm), forecaster.forecasts(warm, predicted)))
         seconds["forecast_objects"] = clock() - t3
         seconds["windows"], seconds["network"], seconds["calibrate"] = t1 - t0, t2 - t1, t3 - t2
     t0 = clock()

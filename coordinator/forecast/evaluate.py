@@ -15,6 +15,7 @@ before that origin only, for steps 1 to ``horizon``. Scores, per model and metri
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BASELINES = ("seasonal_naive_day", "seasonal_naive_week", "exp_smoothing", "recent_percentile")
 TRAIN_STRIDE = 3  # training windows start every 3rd origin (neighbours are nearly identical)
+MAX_TRAIN_WINDOWS = 600_000  # about 0.7 GB of inputs; larger traces are sampled more sparsely
 
 
 @dataclass(frozen=True)
@@ -87,18 +89,28 @@ def trace_series(trace_dir: str | Path, train_days: float) -> list[Series]:
 
 
 def training_windows(series: Sequence[Series], config: ModelConfig, validation_days: float,
-                     stride: int = TRAIN_STRIDE) -> tuple[Windows, Windows]:
+                     stride: int = TRAIN_STRIDE, max_windows: int = MAX_TRAIN_WINDOWS
+                     ) -> tuple[Windows, Windows]:
+    """Training and validation windows of every series. Origins are taken every ``stride`` steps
+    (neighbours are nearly identical), more sparsely on a trace so large that more than
+    ``max_windows`` would not fit in memory; validation uses every origin of the held-out tail
+    (within the same cap)."""
     horizon = config.horizon
     val_steps = int(validation_days * DAY_STEPS)
+    ends = [min(s.train_end, len(s.values)) for s in series]
+    train_total = sum(max(0, end - val_steps - horizon + 1 - MIN_HISTORY) for end in ends)
+    train_stride = max(stride, math.ceil(train_total / max_windows))
+    val_stride = max(1, math.ceil(len(series) * val_steps / max_windows))
     train_parts, val_parts = [], []
-    for s in series:
-        end = min(s.train_end, len(s.values))
+    for s, end in zip(series, ends):
         val_start = end - val_steps
-        train_origins = np.arange(MIN_HISTORY, val_start - horizon + 1, stride)
-        val_origins = np.arange(max(val_start, MIN_HISTORY), end - horizon + 1, max(1, stride // 2))
+        train_origins = np.arange(MIN_HISTORY, val_start - horizon + 1, train_stride)
+        val_origins = np.arange(max(val_start, MIN_HISTORY), end - horizon + 1, val_stride)
         for origins, parts in ((train_origins, train_parts), (val_origins, val_parts)):
             if len(origins):
-                parts.append(s.windows(origins, horizon, config, with_target=True))
+                w = s.windows(origins, horizon, config, with_target=True)
+                w.age = (end - origins) / DAY_STEPS
+                parts.append(w)
     if not train_parts or not val_parts:
         raise UserError("the trace is too short to train on: each VM needs more than "
                         f"{(MIN_HISTORY + val_steps + 2 * horizon) / DAY_STEPS:.1f} days before the split")
@@ -112,13 +124,14 @@ def train_lstm(series: Sequence[Series], model_config: ModelConfig, train_config
     train, validation = training_windows(series, model_config, validation_days)
     log.info("training on %d windows, validating on %d", len(train), len(validation))
     model, report = fit(train, validation, model_config, train_config, initial_state)
-    offsets = conformal_offsets(predict_scaled(model, validation), scaled_target(validation),
-                                validation.metric, model_config.quantiles, model_config.n_metrics)
+    offsets, edges = conformal_offsets(predict_scaled(model, validation), scaled_target(validation),
+                                       validation.metric, validation.scale, model_config.quantiles,
+                                       model_config.n_metrics)
     seconds = time.monotonic() - started
     metadata = {"train_seconds": seconds, "epochs": report.epochs_run, "best_epoch": report.best_epoch,
                 "validation_loss": report.validation_loss, "train_windows": len(train)}
     log.info("trained in %.0f s (best epoch %d of %d)", seconds, report.best_epoch, report.epochs_run)
-    return LstmForecaster(model, offsets, metadata), metadata
+    return LstmForecaster(model, offsets, metadata, calibration_edges=edges), metadata
 
 
 @dataclass

@@ -13,8 +13,9 @@ exactly the same features in training and in production.
   step's time of day, and the operator's known-future event flag;
 - ``summary``: where the series stands now (the last value, the mean of the last three, three
   exponentially weighted means of the context) and how it behaves (quantiles and the maximum of the
-  last day, the spread of its step-to-step changes, the mean and maximum of the last week). A
-  six-hour context cannot tell how often a VM spikes; these can, and the upper quantiles need it;
+  last day, the spread of its step-to-step changes, the mean and maximum of the last week), and
+  how close to its size it runs (the size in units of the scale: a ceiling demand can barely
+  pass). A three-hour context cannot tell how often a VM spikes; these can, and the upper quantiles need it;
 - ``static``: the VM's size (log), and the metric, workload class, customer and the series itself
   as ids for the model's embeddings (a series the model never saw has a neutral embedding);
 - ``scale``: the mean of the last day (floored at 1% of the VM's size), so that one model serves
@@ -37,7 +38,7 @@ CONTEXT_FEATURES = 5
 FUTURE_FEATURES = 6
 EWMA_ALPHAS = (0.5, 0.2, 0.05)  # exponentially weighted means of the context (newest weighs most)
 DAY_QUANTILES = (0.1, 0.5, 0.9, 0.99)
-SUMMARY_FEATURES = 2 + len(EWMA_ALPHAS) + len(DAY_QUANTILES) + 4
+SUMMARY_FEATURES = 2 + len(EWMA_ALPHAS) + len(DAY_QUANTILES) + 6
 SCALED_CLIP = 50.0  # a value this many times the daily mean is clipped (spikes stay spikes)
 METRIC_IDS = {"cpu_cores": 0, "memory_mib": 1}
 
@@ -56,6 +57,7 @@ class Windows:
     series: np.ndarray  # (N,) int64, a hash bucket of the series key
     scale: np.ndarray  # (N,) float64
     target: np.ndarray | None = None  # (N, H) float64, in the metric's units
+    age: np.ndarray | None = None  # (N,) days from each origin to the end of training, when training
 
     FIELDS = ("context", "future", "size", "summary", "metric", "workload_class", "customer", "series", "scale")
 
@@ -64,19 +66,27 @@ class Windows:
 
     def take(self, index: np.ndarray) -> "Windows":
         return Windows(*(getattr(self, f)[index] for f in self.FIELDS),
-                       target=None if self.target is None else self.target[index])
+                       target=None if self.target is None else self.target[index],
+                       age=None if self.age is None else self.age[index])
 
     @staticmethod
     def concat(parts: list["Windows"]) -> "Windows":
-        with_target = all(p.target is not None for p in parts)
-        return Windows(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in Windows.FIELDS),
-            target=np.concatenate([p.target for p in parts]) if with_target else None,  # type: ignore[misc]
-        )
+        def joined(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+
+        return Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in Windows.FIELDS),
+                       target=joined("target"), age=joined("age"))
 
 
 def calendar(ts: np.ndarray) -> np.ndarray:
-    """(..., 4): sine and cosine of the time of day and of the day of the week."""
+    """(..., 4): sine and cosine of the time of day and of the day of the week. Rows of ``ts``
+    that repeat (all series forecast at once share their origin) are computed once."""
+    if ts.ndim == 2 and len(ts) > 1:
+        unique, inverse = np.unique(ts[:, 0], return_inverse=True)
+        if len(unique) < len(ts) // 2:
+            offsets = ts[0] - ts[0, 0]
+            return calendar(unique[:, None] + offsets[None, :])[inverse]
     day = 2 * np.pi * (ts % 86400.0) / 86400.0
     week = 2 * np.pi * ((ts // 86400.0) % 7) / 7.0
     return np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], axis=-1)
@@ -129,8 +139,9 @@ def windows_from_history(
         raise ValueError(f"history rows must hold {LOOKBACK} values")
     capacity = np.nan_to_num(np.asarray(capacity, dtype=np.float64), nan=0.0)
     day = history[:, -DAY_STEPS:]
-    known = ~np.isnan(history)
-    observed_max = np.max(history, axis=1, initial=0.0, where=known)
+    # Rows are NaN only before their first known value (see fill_rows).
+    known = LOOKBACK - np.isnan(history).argmin(axis=1)
+    observed_max = np.nan_to_num(np.fmax.reduce(history, axis=1), nan=0.0)
     floor = 0.01 * np.where(capacity > 0, capacity, observed_max)
     scale = np.maximum(day.mean(axis=1), np.maximum(floor, 1e-6))
     inverse = (1.0 / scale)[:, None]
@@ -156,12 +167,14 @@ def windows_from_history(
 
     ewmas = [ctx @ (a * (1 - a) ** np.arange(CONTEXT_STEPS - 1, -1, -1)) for a in EWMA_ALPHAS]
     day_quantiles = np.quantile(day_scaled, DAY_QUANTILES, axis=1).T
-    week_mean = np.where(known, history, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1) / scale
+    week_mean = np.nansum(history, axis=1) / np.maximum(known, 1) / scale
     week_max = np.minimum(observed_max / scale, SCALED_CLIP)
     summary = np.column_stack([
         ctx[:, -1], ctx[:, -3:].mean(axis=1), *ewmas,
         day_quantiles, day_scaled.max(axis=1), np.diff(day_scaled, axis=1).std(axis=1),
         np.minimum(week_mean, SCALED_CLIP), week_max,
+        # The VM's size in units of the scale: demand cannot rise far above it (0: size unknown).
+        np.minimum(capacity / scale, 1000.0), np.where(capacity > 0, 1.0, 0.0),
     ])
     return Windows(
         context=context.astype(np.float32),

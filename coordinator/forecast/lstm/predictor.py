@@ -18,7 +18,11 @@ import torch
 from presculpt.coordinator.forecast.base import STEP_S, QuantileForecast, SeriesHistory
 from presculpt.coordinator.forecast.baselines import RecentPercentileForecaster
 from presculpt.coordinator.forecast.features import (
+    CONTEXT_FEATURES,
+    CONTEXT_STEPS,
+    FUTURE_FEATURES,
     LOOKBACK,
+    SUMMARY_FEATURES,
     METRIC_IDS,
     MIN_HISTORY,
     Windows,
@@ -28,7 +32,10 @@ from presculpt.coordinator.forecast.features import (
 from presculpt.coordinator.forecast.lstm.module import ModelConfig, QuantileLSTM
 from presculpt.coordinator.forecast.lstm.training import predict_scaled
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# What a checkpoint's network expects of its inputs: a model trained on other features cannot load.
+FEATURES = {"context_steps": CONTEXT_STEPS, "context": CONTEXT_FEATURES, "future": FUTURE_FEATURES,
+            "summary": SUMMARY_FEATURES, "lookback": LOOKBACK}
 
 
 def category_id(name: str, buckets: int) -> int:
@@ -40,9 +47,17 @@ class LstmForecaster:
     """Quantile forecasts from the global LSTM, calibrated on held-out data."""
 
     def __init__(self, model: QuantileLSTM, calibration: np.ndarray, metadata: dict[str, Any] | None = None,
-                 name: str = "lstm", threads: int = 2):
+                 name: str = "lstm", threads: int = 2, calibration_edges: np.ndarray | None = None):
         self.model = model.eval()
-        self.calibration = np.asarray(calibration, dtype=np.float64)  # (metrics, horizon, quantiles)
+        # Conformal shifts in units of the scale: (metrics, scale groups, horizon, quantiles), and
+        # the scale edges between the groups (metrics, groups - 1); one group when no edges.
+        calibration = np.asarray(calibration, dtype=np.float64)
+        if calibration.ndim == 3:
+            calibration = calibration[:, None]
+        self.calibration = calibration
+        if calibration_edges is None:
+            calibration_edges = np.full((calibration.shape[0], calibration.shape[1] - 1), np.inf)
+        self.calibration_edges = np.asarray(calibration_edges, dtype=np.float64)
         self.metadata = dict(metadata or {})
         self.name = name
         self.threads = threads
@@ -52,24 +67,43 @@ class LstmForecaster:
 
     def predict_windows(self, windows: Windows) -> np.ndarray:
         """Quantiles in the metric's units: (N, horizon, quantiles), non-negative, non-crossing."""
+        return self.calibrate(self.network(windows), windows)
+
+    def network(self, windows: Windows) -> np.ndarray:
+        """The network's raw output, in units of each window's scale."""
         torch.set_num_threads(self.threads)
-        scaled = predict_scaled(self.model, windows).astype(np.float64)
-        scaled += self.calibration[windows.metric]
-        scaled = np.maximum.accumulate(scaled, axis=-1)
+        return predict_scaled(self.model, windows).astype(np.float64)
+
+    def calibrate(self, scaled: np.ndarray, windows: Windows) -> np.ndarray:
+        """Shift the network's quantiles by the conformal offsets of each window's metric and scale
+        group, uncross them and bring them to the metric's units."""
+        group = np.zeros(len(windows), dtype=np.int64)
+        for m in np.unique(windows.metric):
+            rows = windows.metric == m
+            group[rows] = np.searchsorted(self.calibration_edges[m], windows.scale[rows])
+        scaled = np.maximum.accumulate(scaled + self.calibration[windows.metric, group], axis=-1)
         return np.maximum(scaled * windows.scale[:, None, None], 0.0)
+
+    def split(self, histories: Sequence[SeriesHistory]) -> tuple[list[SeriesHistory], list[SeriesHistory]]:
+        """(warm, cold): the histories with enough known values for the network, and the rest."""
+        warm, cold = [], []
+        for h in histories:
+            known = np.count_nonzero(~np.isnan(np.asarray(h.values, dtype=np.float64)[-LOOKBACK:]))
+            (warm if known >= MIN_HISTORY else cold).append(h)
+        return warm, cold
+
+    def forecasts(self, histories: Sequence[SeriesHistory], values: np.ndarray) -> list[QuantileForecast]:
+        return [QuantileForecast(h.key, h.metric, h.origin, h.step_s, self.quantiles, v, self.name)
+                for h, v in zip(histories, values)]
 
     def predict(self, histories: Sequence[SeriesHistory]) -> list[QuantileForecast]:
         """One forecast per history, in order. All warm series go through the network in one
         batch; their features are computed from one (N, LOOKBACK) history matrix at once."""
-        known = [int(np.count_nonzero(~np.isnan(np.asarray(h.values, dtype=np.float64)[-LOOKBACK:])))
-                 for h in histories]
-        warm = [h for h, k in zip(histories, known) if k >= MIN_HISTORY]
-        cold = [h for h, k in zip(histories, known) if k < MIN_HISTORY]
+        warm, cold = self.split(histories)
         out = {id(h): f for h, f in zip(cold, self.cold_start.predict(cold))}
         if warm:
-            predicted = self.predict_windows(self.windows(warm))
-            for h, values in zip(warm, predicted):
-                out[id(h)] = QuantileForecast(h.key, h.metric, h.origin, h.step_s, self.quantiles, values, self.name)
+            windows = self.windows(warm)
+            out.update(zip(map(id, warm), self.forecasts(warm, self.calibrate(self.network(windows), windows))))
         return [out[id(h)] for h in histories]
 
     def windows(self, histories: Sequence[SeriesHistory]) -> Windows:
@@ -101,9 +135,11 @@ class LstmForecaster:
         tmp = path.with_suffix(path.suffix + ".tmp")
         torch.save({
             "format": FORMAT_VERSION,
+            "features": FEATURES,
             "model_config": self.model.config.as_dict(),
             "state_dict": self.model.state_dict(),
             "calibration": self.calibration,
+            "calibration_edges": self.calibration_edges,
             "metadata": self.metadata,
             "name": self.name,
         }, tmp)
@@ -112,10 +148,14 @@ class LstmForecaster:
     @classmethod
     def load(cls, path: str | Path) -> "LstmForecaster":
         data = torch.load(Path(path), map_location="cpu", weights_only=False)
-        if data.get("format") != FORMAT_VERSION:
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path}: not a Presculpt LSTM checkpoint of format {FORMAT_VERSION}")
+        if data.get("features") != FEATURES:
+            raise ValueError(f"{path}: trained on other input features ({data.get('features')}) than this "
+                             f"version computes ({FEATURES}); retrain it")
         config = dict(data["model_config"])
         config["quantiles"] = tuple(config["quantiles"])
         model = QuantileLSTM(ModelConfig(**config))
         model.load_state_dict(data["state_dict"])
-        return cls(model, data["calibration"], data["metadata"], data.get("name", "lstm"))
+        return cls(model, data["calibration"], data["metadata"], data.get("name", "lstm"),
+                   calibration_edges=data["calibration_edges"])

@@ -25,7 +25,10 @@ class TrainConfig:
     samples_per_epoch: int = 100_000  # drawn at random from all training windows each epoch
     patience: int = 3  # epochs without a better validation loss before stopping
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # one thread trains about as fast as two here, and leaves a core free
+    # Windows weigh half as much every this many days before the end of training, so that the
+    # model follows a VM whose load has shifted (0: all weigh alike).
+    recency_half_life_days: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,15 @@ def fit(
     if initial_state is not None:
         model.load_state_dict(initial_state)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    # Cosine decay to a tenth of the rate over the planned epochs: big steps while far from a
+    # minimum, small ones to settle into it.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs,
+                                                          eta_min=config.learning_rate / 10)
     inputs, target = tensors(train), torch.from_numpy(scaled_target(train))
-    weight = torch.from_numpy(loss_weights(train))
+    weight = loss_weights(train)
+    if config.recency_half_life_days > 0 and train.age is not None:
+        weight = weight * 0.5 ** (train.age / config.recency_half_life_days)
+    weight = torch.from_numpy(weight.astype(np.float32))
     val_target, val_weight = scaled_target(validation), loss_weights(validation)
     started = time.monotonic()
     best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
@@ -96,6 +106,7 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
             total += float(loss.detach()) * len(index)
+        schedule.step()
         val_loss = scaled_pinball(predict_scaled(model, validation), val_target, model_config.quantiles, val_weight)
         log.info("epoch %d/%d: training loss %.4f, validation loss %.4f (%.0f s)", epoch, config.epochs,
                  total / len(order), val_loss, time.monotonic() - started)
@@ -135,17 +146,43 @@ def scaled_pinball(predicted: np.ndarray, target: np.ndarray, quantiles: tuple[f
     return float(np.average(per_window, weights=weight))
 
 
-def conformal_offsets(predicted: np.ndarray, target: np.ndarray, metric: np.ndarray,
-                      quantiles: tuple[float, ...], n_metrics: int) -> np.ndarray:
-    """Per metric, step and level, the shift that makes each quantile cover its level on held-out
-    data (split-conformal quantile regression): the level's quantile of ``target - predicted``."""
+SCALE_GROUPS = 4  # calibration groups by series scale (quartiles of the held-out windows)
+
+
+def conformal_offsets(predicted: np.ndarray, target: np.ndarray, metric: np.ndarray, scale: np.ndarray,
+                      quantiles: tuple[float, ...], n_metrics: int, groups: int = SCALE_GROUPS
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per metric, scale group, step and level, the shift that makes each quantile cover its level
+    on held-out data (split-conformal quantile regression): the level's quantile of ``target -
+    predicted``. Small and large series err differently (in units of their scale), so each scale
+    group is calibrated on its own (Mondrian conformal): every group, and so the whole, covers
+    its levels, and the large series that dominate the loss in the metric's units get the shift
+    that suits them.
+
+    Returns ``(offsets (metrics, groups, horizon, quantiles), edges (metrics, groups - 1))``: a
+    window of scale ``s`` belongs to group ``searchsorted(edges[metric], s)``.
+    """
     horizon = predicted.shape[1]
-    offsets = np.zeros((n_metrics, horizon, len(quantiles)))
+    offsets = np.zeros((n_metrics, groups, horizon, len(quantiles)))
+    edges = np.full((n_metrics, groups - 1), np.inf)
     for m in range(n_metrics):
         rows = metric == m
-        if rows.sum() < 50:
+        if rows.sum() < 50 * groups:
             continue  # too few held-out windows to calibrate this metric: leave it as trained
+        edges[m] = np.quantile(scale[rows], np.arange(1, groups) / groups)
+        group = np.searchsorted(edges[m], scale[rows])
         residual = target[rows][..., None] - predicted[rows]
-        for q, level in enumerate(quantiles):
-            offsets[m, :, q] = np.quantile(residual[..., q], level, axis=0)
-    return offsets
+        for g in range(groups):
+            members = residual[group == g]
+            if len(members) < 50:
+                continue
+            for q, level in enumerate(quantiles):
+                offsets[m, g, :, q] = np.quantile(members[..., q], level, axis=0)
+    return offsets, edges
+
+
+def weighted_quantile(values: np.ndarray, weight: np.ndarray, level: float) -> float:
+    """The smallest value whose share of the total weight at or below it reaches ``level``."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weight[order])
+    return float(values[order][np.searchsorted(cumulative, level * cumulative[-1])])
