@@ -99,7 +99,7 @@ class ForecastConfig:
     max_train_series: int = 200  # series sampled for a retrain (memory: ~0.4 MB per series and day)
     holdout_days: float = 1.0  # newest data the candidate and the current model are compared on
     validation_days: float = 1.0  # end of the training part used for early stopping and calibration
-    epochs: int = 12
+    epochs: int = 14
     samples_per_epoch: int = 100_000
     hidden: int = 48  # LSTM state size of a newly trained model
     head_hidden: int = 128  # width of its output head

@@ -256,10 +256,11 @@ class ForecastService:
         self.metrics.forecast_series.labels("cold_start").set(cold)
         self.metrics.forecast_seconds.observe(run.seconds)
         why = "" if model is not None else " (no trained model yet)"
-        log.info("forecast %d series of %d VMs and %d aggregate series from %s with %s%s: %d cold-start "
-                 "(less than %g days of history), %.1f s", run.series, run.vms, run.aggregates,
-                 time.strftime("%H:%M", time.gmtime(origin)), forecaster.name, why, cold,
-                 MIN_HISTORY / DAY_STEPS, run.seconds)
+        cold_note = (f", {cold} by the cold-start rule (less than {MIN_HISTORY / DAY_STEPS:g} days of history)"
+                     if cold and forecaster is not self.cold_start else "")
+        log.info("forecast %d series of %d VMs and %d aggregate series from %s with %s%s%s, %.1f s", run.series,
+                 run.vms, run.aggregates, time.strftime("%H:%M", time.gmtime(origin)), forecaster.name, why,
+                 cold_note, run.seconds)
         return run
 
     def _vm_histories(self, vms: Sequence[VmRecord], grid: Grid, origin: float

@@ -31,6 +31,7 @@ class ModelConfig:
     # Width of a per-series embedding; 0 (the default) leaves it out: on the Bitbrains trace it
     # learned each VM's level during training and forecast worse when the levels later moved.
     series_embedding: int = 0
+    dropout: float = 0.1  # in the head while training
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,8 +55,10 @@ class QuantileLSTM(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(head_in, config.head_hidden),
             nn.ReLU(),
+            nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden, config.head_hidden),
             nn.ReLU(),
+            nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden, config.horizon * len(config.quantiles)),
         )
         self.register_buffer("levels", torch.tensor(config.quantiles, dtype=torch.float32))
