@@ -41,6 +41,9 @@ DAY_QUANTILES = (0.1, 0.5, 0.9, 0.99)
 SUMMARY_FEATURES = 2 + len(EWMA_ALPHAS) + len(DAY_QUANTILES) + 6
 SCALED_CLIP = 50.0  # a value this many times the daily mean is clipped (spikes stay spikes)
 METRIC_IDS = {"cpu_cores": 0, "memory_mib": 1}
+# History matrices are float32: serving 10,000 series holds 10,000 x LOOKBACK of them, and the
+# model computes in float32 anyway.
+HISTORY_DTYPE = np.float32
 
 
 @dataclass
@@ -110,8 +113,8 @@ def fill_rows(matrix: np.ndarray) -> np.ndarray:
 
 def history_matrix(values: np.ndarray, origins: np.ndarray) -> np.ndarray:
     """(N, LOOKBACK): for each origin, the LOOKBACK values before it, NaN before the series starts."""
-    x = np.asarray(values, dtype=np.float64)
-    padded = np.concatenate([np.full(LOOKBACK, np.nan), x])
+    x = np.asarray(values, dtype=HISTORY_DTYPE)
+    padded = np.concatenate([np.full(LOOKBACK, np.nan, dtype=HISTORY_DTYPE), x])
     return sliding_window_view(padded, LOOKBACK)[np.asarray(origins, dtype=np.int64)]
 
 
@@ -167,7 +170,7 @@ def windows_from_history(
 
     ewmas = [ctx @ (a * (1 - a) ** np.arange(CONTEXT_STEPS - 1, -1, -1)) for a in EWMA_ALPHAS]
     day_quantiles = np.quantile(day_scaled, DAY_QUANTILES, axis=1).T
-    week_mean = np.nansum(history, axis=1) / np.maximum(known, 1) / scale
+    week_mean = np.sum(history, axis=1, where=~np.isnan(history)) / np.maximum(known, 1) / scale
     week_max = np.minimum(observed_max / scale, SCALED_CLIP)
     summary = np.column_stack([
         ctx[:, -1], ctx[:, -3:].mean(axis=1), *ewmas,

@@ -21,6 +21,7 @@ from presculpt.coordinator.forecast.features import (
     CONTEXT_FEATURES,
     CONTEXT_STEPS,
     FUTURE_FEATURES,
+    HISTORY_DTYPE,
     LOOKBACK,
     SUMMARY_FEATURES,
     METRIC_IDS,
@@ -109,7 +110,7 @@ class LstmForecaster:
     def windows(self, histories: Sequence[SeriesHistory]) -> Windows:
         """The model inputs of each history's next origin."""
         n = len(histories)
-        matrix = np.full((n, LOOKBACK), np.nan)
+        matrix = np.full((n, LOOKBACK), np.nan, dtype=HISTORY_DTYPE)
         for row, h in zip(matrix, histories):
             values = np.asarray(h.values, dtype=np.float64)[-LOOKBACK:]
             row[LOOKBACK - len(values):] = values
