@@ -14,6 +14,7 @@ rest of the command line starts quickly.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import json
 import logging
@@ -119,7 +120,9 @@ def add_forecast_evaluate(forecast_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, metavar="N", help="training epochs at most (default: the trainer's)")
     # For tests and quick looks: a smaller training run. Hidden because the defaults are what count.
     p.add_argument("--samples-per-epoch", type=positive_int, help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="torch threads for training and the backtest (default: up to 2; an evaluation "
+                        "has the machine to itself, a coordinator trains on one)")
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--hidden", type=positive_int, help=argparse.SUPPRESS)  # LSTM and head width
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")

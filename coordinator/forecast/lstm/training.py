@@ -17,6 +17,9 @@ from presculpt.coordinator.forecast.lstm.module import ModelConfig, QuantileLSTM
 log = logging.getLogger(__name__)
 
 
+MAX_STOPPING_WINDOWS = 40_000
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 14
@@ -92,6 +95,10 @@ def fit(
     if config.recency_half_life_days > 0 and train.age is not None:
         weight = weight * 0.5 ** (train.age / config.recency_half_life_days)
     weight = torch.from_numpy(weight.astype(np.float32))
+    # Early stopping needs a loss, not every held-out window: an even subset keeps each epoch's
+    # check short (the calibration uses them all).
+    if len(validation) > MAX_STOPPING_WINDOWS:
+        validation = validation.take(np.linspace(0, len(validation) - 1, MAX_STOPPING_WINDOWS).astype(np.int64))
     val_target, val_weight = scaled_target(validation), loss_weights(validation)
     started = time.monotonic()
     best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
