@@ -108,9 +108,7 @@ def training_windows(series: Sequence[Series], config: ModelConfig, validation_d
         val_origins = np.arange(max(val_start, MIN_HISTORY), end - horizon + 1, val_stride)
         for origins, parts in ((train_origins, train_parts), (val_origins, val_parts)):
             if len(origins):
-                w = s.windows(origins, horizon, config, with_target=True)
-                w.age = (end - origins) / DAY_STEPS
-                parts.append(w)
+                parts.append(s.windows(origins, horizon, config, with_target=True))
     if not train_parts or not val_parts:
         raise UserError("the trace is too short to train on: each VM needs more than "
                         f"{(MIN_HISTORY + val_steps + 2 * horizon) / DAY_STEPS:.1f} days before the split")

@@ -60,7 +60,6 @@ class Windows:
     series: np.ndarray  # (N,) int64, a hash bucket of the series key
     scale: np.ndarray  # (N,) float64
     target: np.ndarray | None = None  # (N, H) float64, in the metric's units
-    age: np.ndarray | None = None  # (N,) days from each origin to the end of training, when training
 
     FIELDS = ("context", "future", "size", "summary", "metric", "workload_class", "customer", "series", "scale")
 
@@ -69,17 +68,13 @@ class Windows:
 
     def take(self, index: np.ndarray) -> "Windows":
         return Windows(*(getattr(self, f)[index] for f in self.FIELDS),
-                       target=None if self.target is None else self.target[index],
-                       age=None if self.age is None else self.age[index])
+                       target=None if self.target is None else self.target[index])
 
     @staticmethod
     def concat(parts: list["Windows"]) -> "Windows":
-        def joined(name: str) -> np.ndarray | None:
-            values = [getattr(p, name) for p in parts]
-            return None if any(v is None for v in values) else np.concatenate(values)
-
+        targets = [p.target for p in parts]
         return Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in Windows.FIELDS),
-                       target=joined("target"), age=joined("age"))
+                       target=None if any(t is None for t in targets) else np.concatenate(targets))
 
 
 def calendar(ts: np.ndarray) -> np.ndarray:

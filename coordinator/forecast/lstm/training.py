@@ -29,9 +29,6 @@ class TrainConfig:
     patience: int = 3  # epochs without a better validation loss before stopping
     seed: int = 0
     threads: int = 1  # one thread trains about as fast as two here, and leaves a core free
-    # Windows weigh half as much every this many days before the end of training, so that the
-    # model follows a VM whose load has shifted (0: all weigh alike).
-    recency_half_life_days: float = 0.0
     # A warm start begins near a minimum already: a smaller rate refines it instead of undoing it.
     warm_start_lr_factor: float = 0.25
 
@@ -91,10 +88,7 @@ def fit(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs,
                                                           eta_min=rate / 10)
     inputs, target = tensors(train), torch.from_numpy(scaled_target(train))
-    weight = loss_weights(train)
-    if config.recency_half_life_days > 0 and train.age is not None:
-        weight = weight * 0.5 ** (train.age / config.recency_half_life_days)
-    weight = torch.from_numpy(weight.astype(np.float32))
+    weight = torch.from_numpy(loss_weights(train))
     # Early stopping needs a loss, not every held-out window: an even subset keeps each epoch's
     # check short (the calibration uses them all).
     if len(validation) > MAX_STOPPING_WINDOWS:
