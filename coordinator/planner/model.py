@@ -1,0 +1,233 @@
+"""The planner's frozen inputs and outputs. Pure values: no libvirt, gRPC, SQL or torch.
+
+Units are in the names: ``*_cores`` (CPU time per second; fractional), ``*_mib``, ``*_steps`` (one
+step = the forecast step, 5 minutes by default), prices per hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Mode = Literal["observe", "enforce"]
+MODES = ("observe", "enforce")
+ACTION_KINDS = ("presculpt", "downgrade", "reclaim", "throttle", "swap")
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """How one SLA tier is provisioned. Higher ``priority`` is served first under a shortage."""
+
+    name: str
+    priority: int = 1
+    quantile: float = 0.99  # the forecast quantile to provision for (above 0.99: extrapolated tail)
+    margin: float = 0.10  # safety margin on top of that quantile (fraction)
+    lead_steps: int = 1  # grow this many steps before the forecast need (covers resize latency)
+    hold_steps: int = 6  # the upper forecast must stay below the allocation this long before shrinking
+    deadband: float = 0.15  # shrink only when the upper forecast is this far below the allocation
+    max_step_down: float = 0.30  # at most this fraction of the allocation per downgrade
+    grow_headroom: float = 0.10  # a grow goes this far past the need, so the next rise needs no resize
+    cooldown_steps: int = 3  # no downgrade this soon after any resize of the VM
+    # The cost model's price of unmet demand, as a multiple of the price of the same allocation.
+    # None: quantile / (1 - quantile), the ratio under which provisioning the quantile is optimal.
+    violation_penalty: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.quantile < 1.0:
+            raise ValueError(f"tier {self.name!r}: quantile must be in [0.5, 1), got {self.quantile}")
+        if self.margin < 0 or self.deadband < 0 or self.grow_headroom < 0:
+            raise ValueError(f"tier {self.name!r}: margin, deadband and grow_headroom must not be negative")
+        if not 0 < self.max_step_down <= 1:
+            raise ValueError(f"tier {self.name!r}: max_step_down must be in (0, 1], got {self.max_step_down}")
+        if min(self.lead_steps, self.hold_steps, self.cooldown_steps) < 0:
+            raise ValueError(f"tier {self.name!r}: step counts must not be negative")
+        if self.violation_penalty is not None and self.violation_penalty < 0:
+            raise ValueError(f"tier {self.name!r}: violation_penalty must not be negative")
+
+    @property
+    def penalty(self) -> float:
+        if self.violation_penalty is not None:
+            return self.violation_penalty
+        return self.quantile / (1 - self.quantile)
+
+
+DEFAULT_TIERS: dict[str, TierPolicy] = {
+    "gold": TierPolicy("gold", priority=3, quantile=0.995, margin=0.15, hold_steps=12),
+    "silver": TierPolicy("silver", priority=2),
+    "bronze": TierPolicy("bronze", priority=1, quantile=0.95, margin=0.05, hold_steps=3),
+}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Prices of allocation and of a resize. An action whose cost exceeds its expected benefit by
+    more than ``veto_threshold`` is vetoed (reported, not sent)."""
+
+    price_vcpu_hour: float = 0.04
+    price_gib_hour: float = 0.005
+    resize_cost: float = 0.001  # per resize: the guest's disturbance and the control traffic
+    veto_threshold: float = 0.0
+    benefit_hours: float = 4.0  # how long a change is expected to last, to price what it adds or frees
+
+    def __post_init__(self) -> None:
+        if min(self.price_vcpu_hour, self.price_gib_hour, self.resize_cost) < 0:
+            raise ValueError("cost model prices must not be negative")
+        if not self.benefit_hours > 0:
+            raise ValueError("cost model benefit_hours must be positive")
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    mode: Mode = "observe"
+    step_s: float = 300.0
+    tiers: dict[str, TierPolicy] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    default_tier: str = "silver"
+    memory_margin_fraction: float = 0.10  # never balloon below used * (1 + this) ...
+    memory_margin_mib: float = 128.0  # ... plus this
+    memory_floor_mib: float = 256.0
+    cpu_floor_cores: float = 0.1
+    reclaim_idle_steps: int = 36  # an opted-in VM whose upper forecast stayed under idle_fraction ...
+    idle_fraction: float = 0.05  # ... of its maximum this long is reclaimed down to its floor
+    cost: CostModel = field(default_factory=CostModel)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"planner mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"planner default_tier {self.default_tier!r} is not a configured tier "
+                             f"({', '.join(sorted(self.tiers))})")
+        if self.step_s <= 0 or self.memory_margin_fraction < 0 or self.memory_margin_mib < 0:
+            raise ValueError("planner step_s must be positive and memory margins not negative")
+
+    def tier(self, name: str) -> TierPolicy:
+        return self.tiers.get(name) or self.tiers[self.default_tier]
+
+
+@dataclass(frozen=True, eq=False)
+class Forecast:
+    """Quantile forecast of one metric: ``values[h, q]`` for step ``h`` (0 = the next step)."""
+
+    quantiles: tuple[float, ...]
+    values: np.ndarray  # (horizon, len(quantiles)), non-decreasing along q
+
+    @property
+    def horizon(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A VM's CPU and memory allocation. ``cpu_cores`` is the effective CPU (the quota when one is
+    set, else the vCPUs)."""
+
+    vcpus: int
+    cpu_cores: float
+    memory_mib: float
+
+
+@dataclass(frozen=True)
+class VmSnapshot:
+    uuid: str
+    host: str
+    name: str
+    current: Allocation
+    max_vcpus: int
+    max_memory_mib: float
+    floor_cores: float = 0.1
+    floor_memory_mib: float = 256.0
+    memory_used_mib: float | None = None  # what the guest uses (balloon stats); None: unknown
+    tier: str = ""
+    customer: str = ""
+    segment: str = ""
+    opted_in: bool = True
+    cpu: Forecast | None = None
+    memory: Forecast | None = None
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    id: str
+    cpus: int
+    memory_mib: float
+    cpu_overcommit: float = 1.0  # allocated cores may reach cpus * this
+    memory_overcommit: float = 1.0
+    reserved_cores: float = 0.0  # kept for the host itself
+    reserved_memory_mib: float = 0.0
+
+    @property
+    def cpu_capacity(self) -> float:
+        return max(self.cpus * self.cpu_overcommit - self.reserved_cores, 0.0)
+
+    @property
+    def memory_capacity_mib(self) -> float:
+        return max(self.memory_mib * self.memory_overcommit - self.reserved_memory_mib, 0.0)
+
+
+@dataclass(frozen=True)
+class CustomerQuota:
+    customer: str
+    max_cores: float | None = None
+    max_memory_mib: float | None = None
+
+
+@dataclass(frozen=True)
+class VmMemory:
+    """What the planner remembers about a VM between runs (hold times, cooldowns)."""
+
+    cpu_below_steps: int = 0
+    memory_below_steps: int = 0
+    idle_steps: int = 0
+    last_resize_step: int = -(10**9)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one planning run looks at, frozen at ``step`` (a counter of planning steps)."""
+
+    step: int
+    vms: tuple[VmSnapshot, ...]
+    hosts: dict[str, HostSnapshot] = field(default_factory=dict)
+    quotas: dict[str, CustomerQuota] = field(default_factory=dict)
+    memory: dict[str, VmMemory] = field(default_factory=dict)  # by VM uuid
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change the planner wants: ``target`` is the VM's whole new allocation."""
+
+    vm: str
+    host: str
+    kind: str  # one of ACTION_KINDS
+    target: Allocation
+    previous: Allocation
+    reason: str
+    confidence: float = 0.0  # forecast probability that demand exceeds the previous allocation
+    cost_per_hour: float = 0.0  # change in allocation cost per hour (negative: saving)
+    expected_benefit: float = 0.0
+    vetoed: bool = False
+
+
+@dataclass(frozen=True)
+class Unmet:
+    """Demand a host cannot meet (an event; a later stage places it elsewhere)."""
+
+    host: str
+    vm: str
+    cpu_cores: float
+    memory_mib: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    unmet: tuple[Unmet, ...]
+    memory: dict[str, VmMemory]
+    cost_per_hour: dict[str, float]  # by VM uuid, after the plan
+    customer_cost_per_hour: dict[str, float]
+
+    def applied(self) -> tuple[Action, ...]:
+        """The actions to send (not vetoed)."""
+        return tuple(a for a in self.actions if not a.vetoed)

@@ -1,0 +1,289 @@
+"""One planning run: per-VM rules, customer quotas, host shortages, the cost model.
+
+:func:`plan` takes a frozen :class:`Snapshot` and returns a :class:`Plan`: the actions (each with
+its reason, confidence and cost), the demand no host can meet, and what the planner remembers for
+its next run. It imports neither libvirt, gRPC, SQL nor torch.
+
+Order of the passes:
+1. each VM alone (rules.decide for CPU and memory): pre-sculpt, downgrade, reclaim;
+2. customer quotas: growth that would take a customer past its quota is throttled;
+3. host capacity: when a host's targets exceed its capacity, VMs forecast to have excess give it
+   up first (resource swapping), then growth is cut from the lowest SLA tier up; what is still
+   missing is reported as unmet demand;
+Before 2, the cost model prices each VM's rule decision and vetoes those whose cost exceeds their
+expected benefit (a vetoed VM keeps its allocation, so the later passes count what will be).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+from presculpt.coordinator.planner.model import (
+    Action,
+    Allocation,
+    CustomerQuota,
+    HostSnapshot,
+    Plan,
+    PlannerConfig,
+    Snapshot,
+    TierPolicy,
+    Unmet,
+    VmMemory,
+    VmSnapshot,
+)
+from presculpt.coordinator.planner.rules import MetricDecision, decide, exceedance, shortfall_avoided  # noqa: F401
+
+STEP_HOURS = 300.0 / 3600.0
+
+
+@dataclass
+class _Work:
+    """One VM while the passes run (mutable on purpose, local to :func:`plan`)."""
+
+    vm: VmSnapshot
+    tier: TierPolicy
+    cpu: MetricDecision | None
+    memory: MetricDecision | None
+    cpu_target: float
+    memory_target: float
+    notes: list[str]
+    memory_floor: float = 0.0
+    kind: str = ""
+    vetoed: bool = False
+    wanted: tuple[float, float] = (0.0, 0.0)  # a vetoed decision's targets
+    benefit: float = 0.0
+    action_cost: float = 0.0
+
+    @property
+    def cpu_need(self) -> float:
+        return self.cpu.need if self.cpu else self.vm.current.cpu_cores
+
+    @property
+    def memory_need(self) -> float:
+        return self.memory.need if self.memory else self.vm.current.memory_mib
+
+
+def vcpus_for(cores: float, max_vcpus: int) -> int:
+    """Whole vCPUs that carry ``cores`` (the quota caps them to the fraction)."""
+    return max(1, min(max_vcpus, math.ceil(cores - 1e-6)))
+
+
+def memory_floor(vm: VmSnapshot, config: PlannerConfig) -> float:
+    """Never balloon below what the guest uses plus a margin (nor below the VM's floor); whole MiB."""
+    floor = max(vm.floor_memory_mib, config.memory_floor_mib)
+    if vm.memory_used_mib is not None:
+        floor = max(floor, vm.memory_used_mib * (1 + config.memory_margin_fraction) + config.memory_margin_mib)
+    return min(float(math.ceil(floor - 1e-9)), vm.max_memory_mib)
+
+
+def decide_vm(vm: VmSnapshot, memory: VmMemory, step: int, config: PlannerConfig) -> _Work:
+    tier = config.tier(vm.tier)
+    cpu = mem = None
+    if vm.opted_in and vm.cpu is not None:
+        cpu = decide("CPU", "cores", vm.cpu, vm.current.cpu_cores, max(vm.floor_cores, config.cpu_floor_cores),
+                     float(vm.max_vcpus), tier, memory, memory.cpu_below_steps, step, config.idle_fraction,
+                     config.reclaim_idle_steps)
+    if vm.opted_in and vm.memory is not None:
+        hard = memory_floor(vm, config) if vm.memory_used_mib is not None else 0.0
+        mem = decide("memory", "MiB", vm.memory, vm.current.memory_mib,
+                     max(vm.floor_memory_mib, config.memory_floor_mib), vm.max_memory_mib, tier, memory,
+                     memory.memory_below_steps, step, hard_floor=hard,
+                     hard_floor_reason="what the guest uses plus the margin")
+    work = _Work(vm, tier, cpu, mem, cpu.target if cpu else vm.current.cpu_cores,
+                 mem.target if mem else vm.current.memory_mib, [], memory_floor(vm, config))
+    kinds = [d.kind for d in (cpu, mem) if d is not None and d.kind]
+    # A VM gets one action: growing either metric makes it a pre-sculpt.
+    work.kind = "presculpt" if "presculpt" in kinds else (kinds[0] if kinds else "")
+    return work
+
+
+def cut_growth(works: list[_Work], attr: str, excess: float, note: str, reason: str) -> list[Unmet]:
+    """Take ``excess`` off the growth of ``works`` (lowest tier first); what is cut is unmet demand."""
+    unmet: list[Unmet] = []
+    for w in sorted(works, key=lambda w: w.tier.priority):
+        if excess <= 1e-9:
+            break
+        growth = _target(w, attr) - _current(w, attr)
+        if growth <= 0:
+            continue
+        cut = min(growth, excess)
+        _set_target(w, attr, _target(w, attr) - cut)
+        excess -= cut
+        w.notes.append(f"{note}: growth cut by {cut:.3g}")
+        unmet.append(Unmet(w.vm.host, w.vm.uuid, cut if attr == "cpu" else 0.0, cut if attr == "memory" else 0.0,
+                           f"{reason} ({w.vm.name}, tier {w.tier.name})"))
+        if w.kind == "presculpt" and not _grows(w):
+            w.kind = "throttle"
+    return unmet
+
+
+def apply_quotas(works: list[_Work], quotas: dict[str, CustomerQuota]) -> list[Unmet]:
+    """Throttle growth that takes a customer past its quota (lowest tier first); the growth cut is
+    reported as unmet demand."""
+    unmet: list[Unmet] = []
+    by_customer: dict[str, list[_Work]] = defaultdict(list)
+    for w in works:
+        if w.vm.customer in quotas:
+            by_customer[w.vm.customer].append(w)
+    for customer, group in by_customer.items():
+        quota = quotas[customer]
+        for attr, limit, unit in (("cpu", quota.max_cores, "cores"), ("memory", quota.max_memory_mib, "MiB")):
+            if limit is None:
+                continue
+            excess = sum(_target(w, attr) for w in group) - limit
+            unmet += cut_growth(group, attr, excess,
+                                f"throttled: customer {customer!r} at its {attr} quota of {limit:g} {unit}",
+                                f"customer {customer!r} is at its {attr} quota of {limit:g} {unit}")
+    return unmet
+
+
+def apply_host_capacity(works: list[_Work], host: HostSnapshot) -> list[Unmet]:
+    """Fit a host's targets into its capacity: swap excess first, then cut growth by tier."""
+    unmet: list[Unmet] = []
+    for attr, capacity, unit in (("cpu", host.cpu_capacity, "cores"), ("memory", host.memory_capacity_mib, "MiB")):
+        deficit = sum(_target(w, attr) for w in works) - capacity
+        if deficit <= 1e-9:
+            continue
+        # 1. Resource swapping: VMs forecast to need less than they hold give the excess up now.
+        for w in sorted(works, key=lambda w: w.tier.priority):
+            if deficit <= 1e-9:
+                break
+            floor = _floor(w, attr)
+            excess = _target(w, attr) - max(_need(w, attr), floor)
+            if excess <= 0 or _grows_attr(w, attr):
+                continue
+            give = min(excess, deficit)
+            _set_target(w, attr, _target(w, attr) - give)
+            deficit -= give
+            w.notes.append(f"host {host.id} short of {attr}: gives {give:.3g} {unit} it is forecast not to need")
+            if w.vetoed or not w.kind:  # a swap is the host's need, not the VM's: never vetoed
+                w.vetoed, w.kind = False, "swap"
+        # 2. Serve higher tiers first: cut growth from the lowest tier up.
+        unmet += cut_growth(works, attr, deficit, f"host {host.id} short of {attr} (higher tiers served first)",
+                            f"host {host.id} has no {attr} left for the forecast demand")
+    return unmet
+
+
+def veto(w: _Work, config: PlannerConfig) -> None:
+    """Price a VM's rule decision with the cost model; a vetoed decision keeps the VM as it is.
+
+    The benefit of a change is the expected shortfall it avoids over the forecast horizon (priced
+    at the tier's penalty) plus the allocation it frees over ``cost.benefit_hours``; its cost is the
+    resize cost, the allocation it adds over the horizon and the shortfall it risks."""
+    vm, cost = w.vm, config.cost
+    cur = vm.current
+    if not w.kind:
+        return
+    if (abs(w.cpu_target - cur.cpu_cores) <= 0.01 * cur.cpu_cores
+            and abs(w.memory_target - cur.memory_mib) <= max(1.0, 0.01 * cur.memory_mib)):
+        w.kind, w.cpu_target, w.memory_target = "", cur.cpu_cores, cur.memory_mib  # not worth a resize
+        return
+    # A grow is reconsidered once its forecast horizon has passed; a shrink lasts until demand returns.
+    horizon = max((f.horizon for f in (vm.cpu, vm.memory) if f is not None), default=12)
+    hours = horizon * config.step_s / 3600.0 if w.kind == "presculpt" else cost.benefit_hours
+    delta = (w.cpu_target - cur.cpu_cores) * cost.price_vcpu_hour + \
+        (w.memory_target - cur.memory_mib) / 1024 * cost.price_gib_hour
+    step_h = config.step_s / 3600.0
+    risk = 0.0  # expected shortfall avoided (negative: added), in money
+    if vm.cpu is not None:
+        risk += shortfall_avoided(vm.cpu, cur.cpu_cores, w.cpu_target) * step_h * cost.price_vcpu_hour
+    if vm.memory is not None:
+        risk += shortfall_avoided(vm.memory, cur.memory_mib, w.memory_target) / 1024 * step_h * cost.price_gib_hour
+    w.benefit = max(risk, 0.0) * w.tier.penalty - min(delta, 0.0) * hours
+    w.action_cost = cost.resize_cost + max(delta, 0.0) * hours - min(risk, 0.0) * w.tier.penalty
+    if w.action_cost - w.benefit > cost.veto_threshold and not _floor_raise(w):  # safety floors: never vetoed
+        w.vetoed = True
+        w.wanted = (w.cpu_target, w.memory_target)
+        w.cpu_target, w.memory_target = cur.cpu_cores, cur.memory_mib
+        w.notes.append(f"vetoed by the cost model: costs {w.action_cost:.4f}, expected benefit {w.benefit:.4f}")
+
+
+def action_for(w: _Work, config: PlannerConfig) -> Action | None:
+    """The action for a VM whose target differs from what it has (or a vetoed one, for the record)."""
+    vm, cur = w.vm, w.vm.current
+    cpu, memory = w.wanted if w.vetoed else (w.cpu_target, w.memory_target)
+    # Quantise down (a thousandth of a core, whole MiB): what the passes fitted stays fitted.
+    cores = math.floor(min(max(cpu, 0.0), float(vm.max_vcpus)) * 1000 + 1e-6) / 1000
+    mem = float(math.floor(min(memory, vm.max_memory_mib) + 1e-6))
+    target = Allocation(vcpus_for(cores, vm.max_vcpus), cores, mem)
+    if abs(target.cpu_cores - cur.cpu_cores) < 0.001 and abs(target.memory_mib - cur.memory_mib) < 1:
+        return None
+    delta = (target.cpu_cores - cur.cpu_cores) * config.cost.price_vcpu_hour + \
+        (target.memory_mib - cur.memory_mib) / 1024 * config.cost.price_gib_hour
+    reasons = [d.reason for d in (w.cpu, w.memory) if d is not None and d.kind] + w.notes
+    confidence = max((d.confidence for d in (w.cpu, w.memory) if d is not None), default=0.0)
+    return Action(vm.uuid, vm.host, w.kind or "presculpt", target, cur, "; ".join(reasons), confidence,
+                  round(delta, 6), round(w.benefit, 6), w.vetoed)
+
+
+def plan(snapshot: Snapshot, config: PlannerConfig) -> Plan:
+    """Decide every VM's allocation for the next steps (see the module docstring)."""
+    works = [decide_vm(vm, snapshot.memory.get(vm.uuid, VmMemory()), snapshot.step, config) for vm in snapshot.vms]
+    for w in works:
+        veto(w, config)
+    unmet = apply_quotas(works, snapshot.quotas)
+    by_host: dict[str, list[_Work]] = defaultdict(list)
+    for w in works:
+        by_host[w.vm.host].append(w)
+    for host_id, group in by_host.items():
+        if host_id in snapshot.hosts:
+            unmet += apply_host_capacity(group, snapshot.hosts[host_id])
+    actions = [a for a in (action_for(w, config) for w in works) if a is not None]
+    acted = {a.vm for a in actions if not a.vetoed}
+    memory: dict[str, VmMemory] = {}
+    costs: dict[str, float] = {}
+    customer_costs: dict[str, float] = defaultdict(float)
+    final = {a.vm: a.target for a in actions if not a.vetoed}
+    for w in works:
+        old = snapshot.memory.get(w.vm.uuid, VmMemory())
+        memory[w.vm.uuid] = VmMemory(
+            cpu_below_steps=w.cpu.below_steps if w.cpu else 0,
+            memory_below_steps=w.memory.below_steps if w.memory else 0,
+            idle_steps=w.cpu.idle_steps if w.cpu else 0,
+            last_resize_step=snapshot.step if w.vm.uuid in acted else old.last_resize_step)
+        alloc = final.get(w.vm.uuid, w.vm.current)
+        costs[w.vm.uuid] = alloc.cpu_cores * config.cost.price_vcpu_hour + alloc.memory_mib / 1024 * config.cost.price_gib_hour
+        customer_costs[w.vm.customer or "(none)"] += costs[w.vm.uuid]
+    return Plan(tuple(actions), tuple(unmet), memory, costs, dict(customer_costs))
+
+
+# -- helpers over the two metrics ---------------------------------------------------------------
+def _target(w: _Work, attr: str) -> float:
+    return w.cpu_target if attr == "cpu" else w.memory_target
+
+
+def _set_target(w: _Work, attr: str, value: float) -> None:
+    if attr == "cpu":
+        w.cpu_target = value
+    else:
+        w.memory_target = value
+
+
+def _current(w: _Work, attr: str) -> float:
+    return w.vm.current.cpu_cores if attr == "cpu" else w.vm.current.memory_mib
+
+
+def _need(w: _Work, attr: str) -> float:
+    return w.cpu_need if attr == "cpu" else w.memory_need
+
+
+def _floor(w: _Work, attr: str) -> float:
+    return w.vm.floor_cores if attr == "cpu" else w.memory_floor
+
+
+def _grows_attr(w: _Work, attr: str) -> bool:
+    return _target(w, attr) > _current(w, attr) * 1.001
+
+
+def _grows(w: _Work) -> bool:
+    return _grows_attr(w, "cpu") or _grows_attr(w, "memory")
+
+
+def _floor_raise(w: _Work) -> bool:
+    return any(d is not None and d.kind == "presculpt" and d.confidence == 1.0 and "below" in d.reason
+               for d in (w.cpu, w.memory))
+
+
+__all__ = ["plan", "decide_vm", "vcpus_for", "memory_floor", "exceedance"]

@@ -1,0 +1,160 @@
+"""The per-VM rules: pre-sculpt, graceful downgrade and reclamation of one metric of one VM.
+
+Everything works from a quantile forecast: :func:`quantile_at` reads any level from it (levels
+beyond the forecast's top quantile follow an exponential tail fitted to its two highest ones),
+:func:`exceedance` is the probability that demand exceeds an allocation, and
+:func:`expected_shortfall` the demand expected above it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from presculpt.coordinator.planner.model import Forecast, TierPolicy, VmMemory
+
+_PROBABILITY_GRID = (np.arange(100) + 0.5) / 100  # midpoints of 100 equal-probability slices
+
+
+def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
+    """The forecast's quantile at ``level`` for every step: (horizon,)."""
+    levels = forecast.quantiles
+    values = forecast.values
+    top = levels[-1]
+    if level <= top:
+        if level <= levels[0]:
+            return values[:, 0] * (level / levels[0]) if levels[0] > 0 else values[:, 0]
+        j = int(np.searchsorted(levels, level))
+        if levels[j] == level:
+            return values[:, j]
+        lo, hi = levels[j - 1], levels[j]
+        w = (level - lo) / (hi - lo)
+        return values[:, j - 1] * (1 - w) + values[:, j] * w
+    # Exponential tail: each halving of the exceedance probability adds the same amount.
+    prev = levels[-2]
+    per_decade = (values[:, -1] - values[:, -2]) / math.log10((1 - prev) / (1 - top))
+    return values[:, -1] + per_decade * math.log10((1 - top) / (1 - level))
+
+
+def exceedance(forecast: Forecast, allocation: float) -> np.ndarray:
+    """P(demand > allocation) at every step: (horizon,)."""
+    levels = np.asarray(forecast.quantiles)
+    values = forecast.values
+    out = np.empty(len(values))
+    for h, row in enumerate(values):
+        if allocation >= row[-1]:
+            spread = row[-1] - row[-2]
+            decades = (allocation - row[-1]) / spread if spread > 1e-12 else math.inf
+            out[h] = (1 - levels[-1]) * 10.0 ** (-decades * math.log10((1 - levels[-2]) / (1 - levels[-1])))
+        elif allocation < row[0]:
+            # below the lowest quantile: linear from zero demand
+            out[h] = 1 - levels[0] * (allocation / row[0] if row[0] > 0 else 1.0)
+        else:
+            out[h] = 1 - float(np.interp(allocation, row, levels))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A matrix W with ``[0, values...] @ W`` = the linear interpolation at ``levels`` (those up to
+    the top quantile), and the mask of those levels."""
+    knots = np.concatenate([[0.0], quantiles])
+    levels_arr = np.asarray(levels)
+    inside = levels_arr <= knots[-1]
+    weights = np.zeros((len(knots), int(inside.sum())))
+    for k, p in enumerate(levels_arr[inside]):
+        j = min(int(np.searchsorted(knots, p, side="right")), len(knots) - 1)
+        lo, hi = knots[j - 1], knots[j]
+        w = (p - lo) / (hi - lo) if hi > lo else 1.0
+        weights[j - 1, k], weights[j, k] = 1 - w, w
+    return weights, inside
+
+
+def quantile_grid(forecast: Forecast, levels: np.ndarray = _PROBABILITY_GRID) -> np.ndarray:
+    """The forecast's quantiles at many ``levels`` (sorted) for every step: (horizon, len(levels)).
+    Between zero demand and the lowest quantile, and between quantiles, linear; above the top one
+    the exponential tail of :func:`quantile_at`."""
+    q = forecast.quantiles
+    values = forecast.values
+    weights, inside = _interpolation(tuple(q), tuple(levels))
+    out = np.empty((len(values), len(levels)))
+    out[:, inside] = np.concatenate([np.zeros((len(values), 1)), values], axis=1) @ weights
+    if not inside.all():
+        per_decade = (values[:, -1] - values[:, -2]) / math.log10((1 - q[-2]) / (1 - q[-1]))
+        decades = np.log10((1 - q[-1]) / (1 - np.asarray(levels)[~inside]))
+        out[:, ~inside] = values[:, -1:] + per_decade[:, None] * decades[None, :]
+    return out
+
+
+def expected_shortfall(forecast: Forecast, allocation: float) -> float:
+    """Expected demand above ``allocation`` summed over the horizon, in the metric's units x steps."""
+    return float(np.maximum(quantile_grid(forecast) - allocation, 0.0).mean(axis=1).sum())
+
+
+def shortfall_avoided(forecast: Forecast, before: float, after: float) -> float:
+    """expected_shortfall(before) - expected_shortfall(after), from one quantile grid."""
+    grid = quantile_grid(forecast)
+    return float((np.maximum(grid - before, 0.0) - np.maximum(grid - after, 0.0)).sum() / grid.shape[1])
+
+
+@dataclass(frozen=True)
+class MetricDecision:
+    """What one metric of one VM should become, and why. ``kind`` is "" when nothing changes."""
+
+    target: float
+    kind: str
+    reason: str
+    confidence: float  # P(demand > current) over the lead window
+    need: float  # the allocation the tier policy asks for over the whole horizon
+    below_steps: int
+    idle_steps: int
+
+
+def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: float, ceiling: float,
+           tier: TierPolicy, memory: VmMemory, below_steps: int, step: int, idle_fraction: float = 0.0,
+           reclaim_idle_steps: int = 0, hard_floor: float = 0.0, hard_floor_reason: str = "") -> MetricDecision:
+    """Pre-sculpt, downgrade or reclaim one metric (or keep it), by the rules of ``tier``.
+
+    - pre-sculpt: the provisioned quantile (plus margin) of the lead window exceeds the allocation:
+      grow now to it plus headroom;
+    - downgrade: that quantile over the whole horizon stayed more than ``deadband`` below the
+      allocation for ``hold_steps``, and no resize happened within ``cooldown_steps``: step down
+      by at most ``max_step_down``;
+    - reclaim: the upper forecast stayed below ``idle_fraction`` of the ceiling for
+      ``reclaim_idle_steps``: go to the need at once.
+    ``hard_floor`` (memory: what the guest uses plus a margin) is never crossed downwards.
+    """
+    floor = max(floor, hard_floor)
+    upper = quantile_at(forecast, tier.quantile) * (1 + tier.margin)
+    lead = upper[: tier.lead_steps + 1]
+    need_now = float(lead.max())
+    need = max(float(upper.max()), floor)
+    level = f"p{tier.quantile * 100:g}"
+    if need_now > current * 1.01 and current < ceiling:
+        target = min(max(need_now * (1 + tier.grow_headroom), floor), ceiling)
+        confidence = float(exceedance(forecast, current)[: tier.lead_steps + 1].max())
+        reason = (f"{metric} {level} forecast {need_now:.3g} {unit} (with {tier.margin:.0%} margin) within "
+                  f"{(tier.lead_steps + 1) * 5} min exceeds the {current:.3g} allocated "
+                  f"(P(demand > allocation) = {confidence:.2f})")
+        return MetricDecision(target, "presculpt", reason, confidence, need, 0, 0)
+    if current < floor * 0.999:
+        why = hard_floor_reason if hard_floor > 0 and floor == hard_floor else "the floor"
+        return MetricDecision(min(floor, ceiling), "presculpt", f"{metric} below {why}: raise to {floor:.3g} {unit}",
+                              1.0, need, 0, 0)
+    idle = memory.idle_steps + 1 if reclaim_idle_steps and need < idle_fraction * ceiling else 0
+    below = below_steps + 1 if need < current * (1 - tier.deadband) else 0
+    cooled = step - memory.last_resize_step >= tier.cooldown_steps
+    if reclaim_idle_steps and idle >= reclaim_idle_steps and cooled and need < current * 0.99:
+        reason = (f"{metric} idle: {level} forecast below {idle_fraction:.0%} of the maximum for "
+                  f"{idle} steps; reclaim down to {need:.3g} {unit}")
+        return MetricDecision(need, "reclaim", reason, 0.0, need, 0, 0)
+    if below >= tier.hold_steps and cooled:
+        target = max(need * (1 + tier.grow_headroom), current * (1 - tier.max_step_down), floor)
+        if target < current * 0.99:
+            reason = (f"{metric} {level} forecast {need:.3g} {unit} over the next hour stayed below the "
+                      f"{current:.3g} allocated for {below} steps; step down to {target:.3g}")
+            return MetricDecision(target, "downgrade", reason, 0.0, need, 0, idle)
+    return MetricDecision(current, "", "", 0.0, need, below, idle)

@@ -1,0 +1,121 @@
+"""The per-metric rules read quantile forecasts right: listed, interpolated and extrapolated levels,
+exceedance probabilities consistent with those quantiles, and expected shortfall."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from presculpt.coordinator.planner.model import Forecast
+from presculpt.coordinator.planner.rules import exceedance, expected_shortfall, quantile_at, quantile_grid
+
+QUANTILES = (0.1, 0.5, 0.9, 0.99)
+HORIZON = 12
+
+
+def constant(values, horizon: int = HORIZON) -> Forecast:
+    return Forecast(quantiles=QUANTILES, values=np.tile(np.asarray(values, dtype=float), (horizon, 1)))
+
+
+F = constant([1.0, 2.0, 3.0, 4.0])  # one unit per decade of the tail: (4 - 3) / log10(0.1 / 0.01) = 1
+
+
+@pytest.mark.parametrize("level, expected", [(0.1, 1.0), (0.5, 2.0), (0.9, 3.0), (0.99, 4.0)])
+def test_quantile_at_listed_levels(level, expected):
+    got = quantile_at(F, level)
+    assert got.shape == (HORIZON,)
+    np.testing.assert_allclose(got, expected)
+
+
+@pytest.mark.parametrize("level, expected", [
+    (0.05, 0.5),   # below the lowest quantile: linear from zero
+    (0.3, 1.5),
+    (0.7, 2.5),
+    (0.945, 3.5),
+])
+def test_quantile_at_interpolates(level, expected):
+    np.testing.assert_allclose(quantile_at(F, level), expected)
+
+
+@pytest.mark.parametrize("level, expected", [
+    (0.995, 4.0 + math.log10(2.0)),
+    (0.999, 5.0),   # one decade past 0.99
+    (0.9999, 6.0),  # two decades
+])
+def test_quantile_at_extrapolates_the_tail(level, expected):
+    np.testing.assert_allclose(quantile_at(F, level), expected)
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 4.0], [0.2, 0.3, 0.9, 2.5], [5.0, 5.0, 5.5, 5.6]])
+def test_quantile_at_is_monotone_in_level(values):
+    f = constant(values)
+    levels = np.linspace(0.01, 0.9999, 400)
+    got = np.array([quantile_at(f, p)[0] for p in levels])
+    assert np.all(np.diff(got) >= -1e-12)
+    assert got[-1] > values[-1]  # the tail goes on past the top quantile
+
+
+@pytest.mark.parametrize("allocation, expected", [(0.0, 1.0), (0.5, 0.95), (2.0, 0.5), (4.0, 0.01), (5.0, 0.001)])
+def test_exceedance_at_known_points(allocation, expected):
+    got = exceedance(F, allocation)
+    assert got.shape == (HORIZON,)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 4.0], [0.2, 0.3, 0.9, 2.5], [1000.0, 2500.0, 2600.0, 4000.0]])
+@pytest.mark.parametrize("p", [0.02, 0.1, 0.25, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999])
+def test_exceedance_is_consistent_with_quantile_at(values, p):
+    f = constant(values)
+    np.testing.assert_allclose(exceedance(f, float(quantile_at(f, p)[0])), 1 - p, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 4.0], [0.2, 0.3, 0.9, 2.5]])
+def test_exceedance_decreases_with_the_allocation(values):
+    f = constant(values)
+    allocations = np.linspace(0.0, 3 * values[-1], 300)
+    got = np.array([exceedance(f, a)[0] for a in allocations])
+    assert np.all(np.diff(got) < 0)  # strictly: every extra unit lowers the risk
+    assert got[0] == pytest.approx(1.0)
+    assert np.all((got > 0) & (got <= 1))
+
+
+def test_expected_shortfall_is_zero_far_above_the_forecast():
+    assert expected_shortfall(F, 10.0) == 0.0
+    assert expected_shortfall(F, 1e6) == 0.0
+
+
+def test_expected_shortfall_decreases_with_the_allocation():
+    allocations = np.linspace(0.0, 6.0, 61)
+    got = np.array([expected_shortfall(F, a) for a in allocations])
+    assert np.all(np.diff(got) <= 0)
+    # strictly while the allocation is below the highest demand the probability grid reaches (~4.3)
+    assert np.all(np.diff(got[allocations <= 4.2]) < 0)
+    assert got[allocations >= 4.4].max() == 0.0
+    # At zero allocation it is the mean demand (over the probability grid) summed over the horizon.
+    assert got[0] == pytest.approx(HORIZON * quantile_grid(F)[0].mean())
+    assert 20.0 < got[0] < 30.0  # mean demand of about 2 cores for 12 steps
+
+
+def test_expected_shortfall_sums_over_the_horizon():
+    one = constant([1.0, 2.0, 3.0, 4.0], horizon=1)
+    assert expected_shortfall(F, 1.5) == pytest.approx(HORIZON * expected_shortfall(one, 1.5))
+
+
+def test_quantile_grid_agrees_with_quantile_at():
+    levels = np.array([0.005, 0.05, 0.1, 0.42, 0.9, 0.95, 0.99, 0.993, 0.995])
+    grid = quantile_grid(F, levels)
+    assert grid.shape == (HORIZON, len(levels))
+    for k, p in enumerate(levels):
+        np.testing.assert_allclose(grid[:, k], quantile_at(F, p), rtol=1e-12)
+
+
+def test_decide_caps_a_presculpt_at_the_ceiling():
+    from presculpt.coordinator.planner.model import DEFAULT_TIERS, VmMemory
+    from presculpt.coordinator.planner.rules import decide
+
+    d = decide("CPU", "cores", constant([5.0, 8.0, 10.0, 12.0]), current=2.0, floor=0.1, ceiling=3.0,
+               tier=DEFAULT_TIERS["silver"], memory=VmMemory(), below_steps=0, step=1)
+    assert (d.kind, d.target) == ("presculpt", 3.0)
+    assert d.need == pytest.approx(12.0 * 1.1)  # the need is reported uncapped
