@@ -5,6 +5,7 @@
     presculpt forecast evaluate        backtest the forecaster against the baselines on a trace
     presculpt forecast accuracy        online forecast accuracy, overall and per VM
     presculpt forecast aggregate       forecasts per customer and per segment
+    presculpt replay                   the planner and today's autoscalers on a real trace
     presculpt bench resize             resize and shadow-activation latency on a real guest
     presculpt bench forecast           how fast the forecaster predicts for many series
     presculpt demo                     the main job: the lab plus a live resize, seen from inside
@@ -33,12 +34,14 @@ def build_parser() -> ArgumentParser:
     from presculpt.forecast_cli import add_forecast_commands
     from presculpt.lab.cli import add_lab_commands
     from presculpt.ops import add_operator_commands
+    from presculpt.replay_cli import add_replay_command
 
     parser = ArgumentParser(prog=PROG, description="Presculpt: predictive resource shaping for KVM.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     add_operator_commands(sub)
     add_forecast_commands(sub)
     add_lab_commands(sub)
+    add_replay_command(sub)
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True, parser_class=ArgumentParser)
     add_forecast_bench(bench_sub)

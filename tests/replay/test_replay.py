@@ -1,0 +1,190 @@
+"""The replay: its scores on hand-made allocations, the reference policies' rules, causality, and
+every policy on a slice of the real Bitbrains trace (6 VMs, 9 days) through the command line."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from presculpt.cli import main
+from presculpt.coordinator.forecast.lstm.module import ModelConfig
+from presculpt.coordinator.forecast.lstm.training import TrainConfig
+from presculpt.coordinator.replay import baselines
+from presculpt.coordinator.replay.forecasts import ReplayForecastConfig
+from presculpt.coordinator.replay.run import POLICIES, parse_policies, run_replay
+from presculpt.coordinator.replay.score import score
+from presculpt.coordinator.replay.trace import DAY_STEPS, load_replay_trace
+from presculpt.errors import UserError
+from presculpt.lab.trace import load_trace
+
+TRACE = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "bitbrains-rnd-2013-08"
+SLICE_VMS = 6
+SLICE_DAYS = 9
+
+
+# -- scores ---------------------------------------------------------------------------------------
+def test_scores_follow_the_definitions() -> None:
+    demand = np.array([[1.0, 2.0, 3.0, 4.0]])
+    alloc = np.array([[2.0, 2.0, 2.0, 5.0]])
+    scored = np.array([[True, True, True, True]])
+    s = score(demand, alloc, scored)
+    assert s["violation"] == pytest.approx(1 / 4)  # only 3 > 2
+    assert s["unmet"] == pytest.approx(1 / 10)
+    assert s["slack"] == pytest.approx((1 + 0 + 0 + 1) / 11)
+    # one change (2 -> 5) in 4 steps = 4/288 of a day
+    assert s["resizes_per_vm_day"] == pytest.approx(1 / (4 / DAY_STEPS))
+
+
+def test_unscored_and_unknown_steps_do_not_count() -> None:
+    demand = np.array([[9.0, 1.0, np.nan, 1.0]])
+    alloc = np.array([[1.0, 1.0, 1.0, 1.0]])
+    scored = np.array([[False, True, True, True]])
+    s = score(demand, alloc, scored)
+    assert s["violation"] == 0.0 and s["slack"] == 0.0 and s["resizes_per_vm_day"] == 0.0
+
+
+# -- reference policies ---------------------------------------------------------------------------
+def test_reactive_grows_on_high_and_shrinks_after_six_quiet_steps() -> None:
+    demand = np.array([[0.1] * 8 + [3.5, 3.5]])
+    alloc = baselines.reactive(demand, np.array([8.0]), 0.1)
+    assert alloc[0, 0] == 8.0  # starts at the maximum
+    # steps 0-5 under 0.3: the allocation of step 6 (decided after step 5) is 0.8x
+    assert alloc[0, 5] == 8.0 and alloc[0, 6] == pytest.approx(6.4)
+    assert alloc[0, 9] == pytest.approx(6.4)  # 3.5 / 6.4 = 0.55: neither rule fires
+    demand = np.array([[0.1] * 30 + [5.0, 5.0, 5.0]])
+    high = baselines.reactive(demand, np.array([8.0]), 0.1)
+    assert high[0, 30] < 5.0 / 0.8  # low enough that 5 cores is above 0.8 utilisation
+    assert high[0, 31] == pytest.approx(high[0, 30] * 1.5)  # grows 1.5x the step after
+    assert high[0, 32] == pytest.approx(min(8.0, high[0, 31] * 1.5)) and high[0, 32] <= 8.0
+
+
+def test_autopilot_memory_is_the_day_peak_plus_ten_percent() -> None:
+    demand = np.full((1, 2 * DAY_STEPS), 1000.0)
+    demand[0, 10] = 3000.0
+    alloc = baselines.autopilot_memory(demand, np.array([8192.0]))
+    assert alloc[0, 0] == 8192.0
+    assert alloc[0, 11] == pytest.approx(3300.0)
+    assert alloc[0, 10 + DAY_STEPS + 1] == pytest.approx(1100.0)  # the peak left the window
+
+
+def test_histogram_percentiles_weight_recent_samples_more() -> None:
+    hist = baselines.DecayingHistograms(1, 0.01, 100.0, half_life=10)
+    for _ in range(50):
+        hist.add(np.array([1.0]))
+    for _ in range(20):
+        hist.add(np.array([4.0]))
+    p90 = hist.percentile(0.9)[0]
+    assert 4.0 <= p90 <= 4.0 * 1.06  # the upper edge of 4.0's bucket
+    assert hist.percentile(0.1)[0] <= 1.06
+
+
+@pytest.mark.parametrize("policy", [baselines.vpa_cpu, baselines.autopilot_cpu])
+def test_reference_policies_are_causal(policy) -> None:
+    rng = np.random.default_rng(0)
+    demand = rng.gamma(2.0, 0.5, size=(3, 600))
+    changed = demand.copy()
+    changed[:, 400:] *= 3
+    a, b = policy(demand, np.full(3, 8.0)), policy(changed, np.full(3, 8.0))
+    np.testing.assert_array_equal(a[:, :401], b[:, :401])  # step 400's allocation predates step 400
+    assert not np.array_equal(a[:, 401:], b[:, 401:])
+
+
+def test_policy_names_are_checked() -> None:
+    assert parse_policies("all") == list(POLICIES)
+    assert parse_policies("vpa, static") == ["vpa", "static"]
+    with pytest.raises(UserError, match="unknown policy 'hpa'"):
+        parse_policies("static,hpa")
+
+
+# -- a slice of the real trace --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trace_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 9 days of 6 real VMs, written in the canonical format."""
+    if not TRACE.is_dir():
+        pytest.skip(f"the shared trace is not at {TRACE}")
+    with open(TRACE / "vms.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    picked = rows[:: len(rows) // SLICE_VMS][:SLICE_VMS]
+    out = tmp_path_factory.mktemp("trace")
+    with open(out / "vms.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["vm_id", "max_vcpus", "max_mem_mib"])
+        writer.writeheader()
+        writer.writerows(picked)
+    series = load_trace(TRACE, [r["vm_id"] for r in picked], fill_gaps=False)
+    with gzip.open(out / "usage.csv.gz", "wt", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["vm_id", "ts", "cpu_cores", "mem_mib"])
+        for vm_id, t in series.items():
+            end = t.ts[0] + SLICE_DAYS * 86400
+            for ts, cpu, mem in zip(t.ts, t.cpu_cores, t.mem_mib):
+                if ts < end:
+                    writer.writerow([vm_id, ts, f"{cpu:.4f}", "" if mem != mem else f"{mem:.1f}"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def replayed(trace_slice: Path) -> dict:
+    small = ReplayForecastConfig(
+        retrain_days=1.0, validation_days=1.0,
+        train=TrainConfig(epochs=2, samples_per_epoch=3000, threads=1),
+        retrain=TrainConfig(epochs=1, samples_per_epoch=2000, threads=1),
+        model=ModelConfig(hidden=8, head_hidden=16))
+    return run_replay(trace_slice, POLICIES, warmup_days=7.0, forecast_config=small)
+
+
+def test_every_policy_is_scored_on_both_metrics(replayed: dict) -> None:
+    assert set(replayed["policies"]) == set(POLICIES)
+    for name, entry in replayed["policies"].items():
+        for metric in ("cpu", "memory"):
+            s = entry[metric]
+            assert s["vm_days"] == pytest.approx(SLICE_VMS * 2, rel=0.02), (name, metric)
+            for key in ("violation", "unmet", "slack"):
+                assert 0.0 <= s[key] <= 1.0, (name, metric, key)
+
+
+def test_static_violates_only_above_the_maximum(replayed: dict) -> None:
+    static = replayed["policies"]["static"]["cpu"]
+    assert static["resizes_per_vm_day"] == 0.0
+    assert static["violation"] == pytest.approx(replayed["cpu_demand_above_maximum"])
+
+
+def test_presculpt_trains_causally_and_shapes_the_vms(replayed: dict) -> None:
+    details = replayed["presculpt"]
+    assert details["trainings"] == 2  # at the end of the warm-up (day 7), then a day later (day 8)
+    assert details["actions"].get("presculpt", 0) > 0 and details["actions"].get("downgrade", 0) > 0
+    presculpt, static = replayed["policies"]["presculpt"], replayed["policies"]["static"]
+    assert presculpt["cpu"]["slack"] < static["cpu"]["slack"]
+    assert presculpt["memory"]["slack"] < static["memory"]["slack"]
+    assert presculpt["cpu"]["resizes_per_vm_day"] < 24 and presculpt["memory"]["resizes_per_vm_day"] < 24
+
+
+def test_loaded_slice_has_the_warmup_unscored(trace_slice: Path) -> None:
+    trace = load_replay_trace(trace_slice)
+    scored = trace.scored()
+    assert not scored[:, : 7 * DAY_STEPS].any() and scored[:, 7 * DAY_STEPS + 1].all()
+
+
+def test_replay_command_prints_the_table_and_writes_json(trace_slice: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "replay.json"
+    assert main(["replay", "--trace", str(trace_slice), "--policy", "static,autopilot", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "autopilot" in printed and "SLACK" in printed
+    data = json.loads(out.read_text())
+    assert set(data["policies"]) == {"static", "autopilot"}
+    assert set(data["policies"]["autopilot"]["cpu"]) >= {"violation", "unmet", "slack", "resizes_per_vm_day"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policy", "hpa"], "unknown policy 'hpa'"),
+    (["--plot", "x.txt"], "must end in"),
+    (["--model", "/nonexistent.pt"], "no such file"),
+])
+def test_replay_command_rejects_bad_input_in_one_line(trace_slice: Path, argv, message, capsys) -> None:
+    assert main(["replay", "--trace", str(trace_slice), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
