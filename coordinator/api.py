@@ -31,6 +31,7 @@ from presculpt.coordinator.model import (
     Shape,
     VmRecord,
 )
+from presculpt.coordinator.planning import PlannerService, UnmetDemand
 from presculpt.coordinator.registry import ConnectionRegistry
 from presculpt.coordinator.store.base import MetricStore, StoreError
 from presculpt.v1 import api_pb2, api_pb2_grpc
@@ -60,6 +61,7 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
         metrics: CoordinatorMetrics,
         clock: Callable[[], float] = time.time,
         forecasts: "ForecastService | None" = None,
+        planner: PlannerService | None = None,
     ):
         self.store = store
         self.registry = registry
@@ -69,6 +71,7 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
         self.metrics = metrics
         self.clock = clock
         self.forecasts = forecasts
+        self.planner = planner
 
     async def _read(self, context: grpc.aio.ServicerContext, func, *args):
         try:
@@ -214,6 +217,15 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
             convert.aggregate_to_pb(a) for key, a in sorted(aggregates.items())
             if not request.kind or key.kind == request.kind])
 
+    # -- the planner ---------------------------------------------------------------------
+    async def GetPlan(self, request, context):  # noqa: N802
+        """A dry run of the planner now: nothing is sent and its memory is left as it is."""
+        if self.planner is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this coordinator runs no planner")
+        await self._known_host(context, request.host)
+        run = await self._read(context, self.planner.plan_once, self.clock(), True)
+        return convert.plan_to_pb(run, self.planner.config.step_s, request.host)
+
     # -- commands ------------------------------------------------------------------------
     async def ResizeVm(self, request, context):  # noqa: N802
         try:
@@ -309,4 +321,6 @@ def event_to_pb(event: Event) -> api_pb2.Event:
         msg.agent.CopyFrom(api_pb2.AgentStatus(connected=p.connected, message=p.message))
     elif isinstance(p, ForecastAnomaly):
         msg.anomaly.CopyFrom(convert.anomaly_to_pb(p))
+    elif isinstance(p, UnmetDemand):
+        msg.unmet.CopyFrom(convert.unmet_to_pb(p))
     return msg

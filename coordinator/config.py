@@ -5,13 +5,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from presculpt import config
 
+if TYPE_CHECKING:  # the planner's types; imported when converted (numpy only)
+    from presculpt.coordinator.planner.model import PlannerConfig
+
 Synchronous = Literal["FULL", "NORMAL"]
+PlannerMode = Literal["observe", "enforce"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,102 @@ class ForecastConfig:
 
 
 @dataclass(frozen=True)
+class TierSettings:
+    """One SLA tier of ``[planner.tiers.NAME]`` (see the planner's ``TierPolicy``)."""
+
+    priority: int = 1  # higher is served first when a host runs short
+    quantile: float = 0.99  # the forecast quantile provisioned for
+    margin: float = 0.10  # safety margin on top of it (fraction)
+    lead_steps: int = 1  # grow this many forecast steps before the need
+    hold_steps: int = 6  # steps the forecast must stay low before a downgrade
+    deadband: float = 0.15  # shrink only when the forecast is this far below the allocation (fraction)
+    max_step_down: float = 0.30  # at most this fraction of the allocation per downgrade
+    grow_headroom: float = 0.10  # a grow goes this far past the need (fraction)
+    cooldown_steps: int = 3  # no downgrade this soon after a resize of the VM
+    violation_penalty: float = 0.0  # price of unmet demand per unit of allocation price; 0: q / (1 - q)
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """One customer's quota of ``[planner.quotas.NAME]``: the most its VMs may hold together (0: no limit)."""
+
+    max_cores: float = 0.0
+    max_memory_mib: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_cores < 0 or self.max_memory_mib < 0:
+            raise ValueError("quota max_cores and max_memory_mib must not be negative (0: no limit)")
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    return {
+        "gold": TierSettings(priority=3, quantile=0.995, margin=0.15, hold_steps=12),
+        "silver": TierSettings(priority=2),
+        "bronze": TierSettings(priority=1, quantile=0.95, margin=0.05, hold_steps=3),
+    }
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """The planner as the coordinator runs it: its mode, tiers, margins, prices, host overcommit and
+    customer quotas. :meth:`planner_config` turns it into the pure planner's ``PlannerConfig``."""
+
+    mode: PlannerMode = "observe"  # observe: plan and report only; enforce: send the actions to the agents
+    every_s: float = 300.0  # planner job interval; 0: never
+    default_tier: str = "silver"  # the tier of VMs whose metadata names none (or an unknown one)
+    tiers: dict[str, TierSettings] = field(default_factory=_default_tiers)
+    memory_margin_fraction: float = 0.10  # never balloon below used * (1 + this) + memory_margin_mib
+    memory_margin_mib: float = 128.0
+    memory_floor_mib: float = 256.0
+    cpu_floor_cores: float = 0.1
+    reclaim_idle_steps: int = 36
+    idle_fraction: float = 0.05
+    price_vcpu_hour: float = 0.04
+    price_gib_hour: float = 0.005
+    resize_cost: float = 0.001
+    veto_threshold: float = 0.0
+    benefit_hours: float = 4.0  # how long a change is expected to last, to price what it adds or frees
+    cpu_overcommit: float = 4.0  # allocated cores on a host may reach cpus * this
+    memory_overcommit: float = 1.0
+    reserved_cores: float = 0.0  # kept for the host itself
+    reserved_memory_mib: float = 1024.0
+    quotas: dict[str, QuotaSettings] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("observe", "enforce"):
+            raise ValueError(f"planner.mode must be observe or enforce, got {self.mode!r}")
+        if not self.every_s >= 0:
+            raise ValueError(f"planner.every_s must be positive (or 0: never), got {self.every_s:g}")
+        if self.cpu_overcommit <= 0 or self.memory_overcommit <= 0:
+            raise ValueError("planner.cpu_overcommit and memory_overcommit must be positive")
+        if self.reserved_cores < 0 or self.reserved_memory_mib < 0:
+            raise ValueError("planner.reserved_cores and reserved_memory_mib must not be negative")
+        if self.memory_floor_mib < 0 or self.cpu_floor_cores < 0 or self.reclaim_idle_steps < 0:
+            raise ValueError("planner floors and reclaim_idle_steps must not be negative")
+        if not 0 <= self.idle_fraction < 1:
+            raise ValueError(f"planner.idle_fraction must be in [0, 1), got {self.idle_fraction:g}")
+        for tier in self.tiers:
+            if not tier.strip():
+                raise ValueError("planner.tiers: a tier needs a name")
+        self.planner_config()  # the planner's own checks (tiers, default_tier, prices): one line each
+
+    def planner_config(self) -> "PlannerConfig":
+        """The pure planner's configuration (the one place settings become ``PlannerConfig``)."""
+        from presculpt.coordinator.planner.model import CostModel, PlannerConfig, TierPolicy
+
+        tiers = {name: TierPolicy(name, **{**dataclasses.asdict(t), "violation_penalty": t.violation_penalty or None})
+                 for name, t in self.tiers.items()}
+        cost = CostModel(price_vcpu_hour=self.price_vcpu_hour, price_gib_hour=self.price_gib_hour,
+                         resize_cost=self.resize_cost, veto_threshold=self.veto_threshold,
+                         benefit_hours=self.benefit_hours)
+        return PlannerConfig(mode=self.mode, tiers=tiers, default_tier=self.default_tier,
+                             memory_margin_fraction=self.memory_margin_fraction,
+                             memory_margin_mib=self.memory_margin_mib, memory_floor_mib=self.memory_floor_mib,
+                             cpu_floor_cores=self.cpu_floor_cores, reclaim_idle_steps=self.reclaim_idle_steps,
+                             idle_fraction=self.idle_fraction, cost=cost)
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     listen: str = "127.0.0.1:7600"  # gRPC address of the agent stream and the client API
     db: str = "presculpt.db"
@@ -145,6 +246,7 @@ class CoordinatorConfig:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
 
     def __post_init__(self) -> None:
         if self.event_queue < 1:

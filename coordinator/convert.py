@@ -26,6 +26,8 @@ from presculpt.coordinator.model import (
     Stat,
     VmRecord,
 )
+from presculpt.coordinator.planner.model import Allocation
+from presculpt.coordinator.planning import PlanRun, UnmetDemand, command_kind
 from presculpt.v1 import agent_pb2, api_pb2, model_pb2
 
 if TYPE_CHECKING:  # the service module loads torch; these are only its result types
@@ -280,3 +282,29 @@ def anomaly_to_pb(anomaly: ForecastAnomaly) -> api_pb2.ForecastAnomaly:
         quantile=anomaly.quantile, model=anomaly.model, ts=[s.ts for s in anomaly.steps],
         actual=[s.actual for s in anomaly.steps],
         bound=[s.high if anomaly.direction == ABOVE else s.low for s in anomaly.steps])
+
+
+def allocation_to_pb(a: Allocation) -> model_pb2.Shape:
+    return model_pb2.Shape(vcpus=a.vcpus, cpu_cores=a.cpu_cores, memory_mib=int(round(a.memory_mib)))
+
+
+def unmet_to_pb(u: UnmetDemand) -> api_pb2.UnmetDemand:
+    return api_pb2.UnmetDemand(host=u.host, vm=u.vm, uuid=u.uuid, cpu_cores=u.cpu_cores, memory_mib=u.memory_mib,
+                               reason=u.reason)
+
+
+def plan_to_pb(run: PlanRun, step_s: float, host: str = "") -> api_pb2.GetPlanResponse:
+    """A planning run's actions and unmet demand (of ``host``'s VMs only, when given)."""
+    msg = api_pb2.GetPlanResponse(mode=run.mode, planned_at=run.at, step=run.step, step_s=step_s, vms=run.vms,
+                                  forecast_vms=run.forecast_vms, cost_per_hour=run.cost_per_hour,
+                                  customer_cost_per_hour=run.plan.customer_cost_per_hour)
+    for a in run.plan.actions:
+        if host and a.host != host:
+            continue
+        msg.actions.append(api_pb2.PlannedAction(
+            vm=run.name(a), uuid=a.vm, host=a.host, kind=a.kind, previous=allocation_to_pb(a.previous),
+            target=allocation_to_pb(a.target), reason=a.reason, confidence=a.confidence,
+            cost_per_hour=a.cost_per_hour, expected_benefit=a.expected_benefit, vetoed=a.vetoed,
+            command="" if a.vetoed else command_kind(a)))
+    msg.unmet.extend(unmet_to_pb(u) for u in run.unmet if not host or u.host == host)
+    return msg

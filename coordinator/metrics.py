@@ -22,7 +22,7 @@ class CoordinatorMetrics:
         self.connected_agents = Gauge(
             "presculpt_connected_agents", "Agents with an open stream", registry=r)
         self.errors = Counter(
-            "presculpt_errors", "Errors, by kind (invalid_message, store, stream, forecast)", ["kind"],
+            "presculpt_errors", "Errors, by kind (invalid_message, store, stream, forecast, plan)", ["kind"],
             registry=r)
         # The forecaster (coordinator.forecast.service).
         self.model_info = Gauge(
@@ -50,3 +50,18 @@ class CoordinatorMetrics:
         self.retrains = Counter(
             "presculpt_model_retrains", "Retrains, by result (promoted, kept_aside, skipped, failed)",
             ["result"], registry=r)
+        # The planner (coordinator.planning); dry runs (GetPlan) are not counted.
+        self.planner_actions = Counter(
+            "presculpt_planner_actions", "Actions planned and not vetoed, by kind and mode (observe: reported "
+            "only; enforce: sent)", ["kind", "mode"], registry=r)
+        self.planner_vetoed = Counter(
+            "presculpt_planner_vetoed", "Actions the cost model vetoed (cost above expected benefit), by kind",
+            ["kind"], registry=r)
+        self.planner_unmet = Counter(
+            "presculpt_planner_unmet", "Unmet demand events: a host could not give a VM its forecast need", registry=r)
+        self.planner_cost_per_hour = Gauge(
+            "presculpt_planner_cost_per_hour", "Allocation cost per hour of the planned VMs after the last plan "
+            "(the cost model's prices)", registry=r)
+        self.planner_seconds = Histogram(
+            "presculpt_planner_seconds", "Duration of a planning run (snapshot and plan)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)

@@ -176,8 +176,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Event:
-    """Something that happened, for watchers: ``payload`` is a MetricBatch, Command, Outcome or
-    AgentStatus."""
+    """Something that happened, for watchers: ``payload`` is a MetricBatch, Command, Outcome,
+    AgentStatus, ForecastAnomaly or UnmetDemand (of the planner)."""
 
     ts: float
     host: str

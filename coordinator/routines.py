@@ -1,5 +1,5 @@
 """The coordinator's scheduled jobs. Each is a named ``*_once`` step, run by APScheduler in
-production and called directly by tests. (Planning joins here later.)"""
+production and called directly by tests."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from presculpt.coordinator.config import JobsConfig
 from presculpt.coordinator.dispatch import Dispatcher
 from presculpt.coordinator.events import EventBus
 from presculpt.coordinator.model import Event
+from presculpt.coordinator.planning import PlannerService, PlanRun
 from presculpt.coordinator.store.base import MetricStore, StoreError
 from presculpt.errors import UserError
 
@@ -27,16 +28,20 @@ log = logging.getLogger(__name__)
 # Without any model version yet, the first retrain runs this soon after start (it skips quickly
 # while there is not enough history).
 FIRST_RETRAIN_DELAY_S = 60.0
+# The planner runs this long after the forecast job (both every 300 s by default).
+PLAN_DELAY_S = 60.0
 
 
 class CoordinatorRoutines:
     def __init__(self, store: MetricStore, dispatcher: Dispatcher, clock: Callable[[], float] = time.time,
-                 forecasts: "ForecastService | None" = None, events: EventBus | None = None):
+                 forecasts: "ForecastService | None" = None, events: EventBus | None = None,
+                 planner: PlannerService | None = None):
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
         self.forecasts = forecasts
         self.events = events
+        self.planner = planner
 
     def rollup_once(self) -> int:
         """Aggregate closed buckets into 5-minute (configurable) min/mean/max roll-ups."""
@@ -66,6 +71,21 @@ class CoordinatorRoutines:
             return
         for anomaly in run.anomalies:
             self.events.publish(Event(self.clock(), anomaly.host, anomaly))
+
+    def plan_once(self) -> PlanRun:
+        """Plan every VM from the newest forecasts (the planner's memory advances; nothing is sent yet)."""
+        assert self.planner is not None
+        return self.planner.plan_once(self.clock())
+
+    def apply_plan(self, run: PlanRun) -> None:
+        """On the event loop: send the run's commands (enforce mode) and its new unmet demand to
+        event watchers."""
+        assert self.planner is not None
+        self.planner.enforce(run)
+        if self.events is None:
+            return
+        for unmet in run.new_unmet:
+            self.events.publish(Event(self.clock(), unmet.host, unmet))
 
     def schedule(self, scheduler: AsyncIOScheduler, jobs: JobsConfig) -> None:
         """Add every job to an (asyncio) APScheduler; store and forecaster jobs run in a worker thread
@@ -99,10 +119,20 @@ class CoordinatorRoutines:
         if self.forecasts is not None and jobs.forecast_every_s:
             scheduler.add_job(in_thread(self.forecast_once, "forecast", self.publish_anomalies), id="forecast",
                               seconds=jobs.forecast_every_s, **common)
+        if self.planner is not None and self.planner.settings.every_s:
+            every = self.planner.settings.every_s
+            scheduler.add_job(in_thread(self.plan_once, "plan", self.apply_plan), id="plan", seconds=every,
+                              next_run_time=self.first_plan(every), **common)
         if self.forecasts is not None and jobs.retrain_every_s:
             scheduler.add_job(in_thread(self.retrain_once, "retrain", daemon=True), id="retrain",
                               seconds=jobs.retrain_every_s, next_run_time=self.first_retrain(jobs.retrain_every_s),
                               **common)
+
+    def first_plan(self, every_s: float) -> datetime:
+        """The planner's first run: ``PLAN_DELAY_S`` (at most half an interval) after the forecast
+        job's first run when both run as often, so that each plan sees the forecasts of its step."""
+        at = self.clock() + every_s + min(PLAN_DELAY_S, every_s / 2)
+        return datetime.fromtimestamp(at, timezone.utc)
 
     def first_retrain(self, every_s: float) -> datetime:
         """A retrain is due ``every_s`` after the newest model version was made, whenever the
@@ -116,6 +146,8 @@ class CoordinatorRoutines:
         return datetime.fromtimestamp(at, timezone.utc)
 
     def _count_failure(self, name: str) -> None:
+        if name == "plan" and self.planner is not None:
+            self.planner.metrics.errors.labels("plan").inc()
         if self.forecasts is None:
             return
         if name == "retrain":

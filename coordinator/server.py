@@ -1,4 +1,4 @@
-"""The coordinator process: store, registry, dispatcher, forecaster, the two gRPC services (plus
+"""The coordinator process: store, registry, dispatcher, forecaster, planner, the two gRPC services (plus
 standard health checking and reflection), the scheduled jobs and the Prometheus endpoint, started
 and stopped explicitly."""
 
@@ -22,6 +22,7 @@ from presculpt.coordinator.forecast.registry import ModelRegistry
 from presculpt.coordinator.forecast.service import ForecastService
 from presculpt.coordinator.ingest import AgentIngest
 from presculpt.coordinator.metrics import CoordinatorMetrics
+from presculpt.coordinator.planning import PlannerService
 from presculpt.coordinator.registry import ConnectionRegistry
 from presculpt.coordinator.routines import CoordinatorRoutines
 from presculpt.coordinator.store.base import MetricStore
@@ -71,9 +72,15 @@ class CoordinatorServer:
         self.models = ModelRegistry(config.model_dir(), config.forecast.keep_versions)
         self.forecasts = ForecastService(self.store, self.models, config.forecast, self.metrics, clock,
                                          config.store.rollup_bucket_s)
-        self.routines = CoordinatorRoutines(self.store, self.dispatcher, clock, self.forecasts, self.events)
+        # The planner's commands go through the API's submit (events and latency metrics, as the
+        # operator's resizes); the API, built next, runs the planner's dry runs.
+        self.planner = PlannerService(self.store, self.dispatcher, config.planner, self.metrics, clock,
+                                      submit=lambda command: self.api.submit(command),
+                                      command_timeout_s=config.dispatch.default_timeout_s)
+        self.routines = CoordinatorRoutines(self.store, self.dispatcher, clock, self.forecasts, self.events,
+                                            self.planner)
         self.api = CoordinatorApi(self.store, self.registry, self.dispatcher, self.events, config,
-                                  self.metrics, clock, self.forecasts)
+                                  self.metrics, clock, self.forecasts, self.planner)
         self.port = 0
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._server: grpc.aio.Server | None = None

@@ -79,7 +79,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
+        args = typing.get_args(hint)
+        if len(args) != 2:
+            return dict(value)
+        return {key: _convert(args[1], item, f"{where}: {key}") for key, item in value.items()}
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")

@@ -5,6 +5,7 @@
     presculpt metrics VM [--since 1h]     a VM's history (raw samples, or roll-ups with --rollup)
     presculpt resize VM --vcpus N ...     routed to the VM's agent; prints the agent's outcome
     presculpt events                      follow the live stream of events (forecast anomalies too)
+    presculpt plan [--host H]             what the planner would do now (a dry run), with each reason
     presculpt forecast show VM            a VM's forecast band next to what happened (forecast_cli wires these)
     presculpt forecast accuracy           online forecast accuracy, overall and per VM, worst first
     presculpt forecast aggregate          forecasts of each customer's and segment's summed demand
@@ -259,6 +260,9 @@ def event_line(event: api_pb2.Event) -> str:
         text = f"outcome {o.command_id}: {model_pb2.CommandOutcome.Status.Name(o.status)} {o.message}"
     elif kind == "agent":
         text = ("agent connected: " if event.agent.connected else "agent disconnected: ") + event.agent.message
+    elif kind == "unmet":
+        u = event.unmet
+        text = f"unmet demand: {u.vm}: {u.reason}"
     elif kind == "anomaly":
         a = event.anomaly
         steps = len(a.actual)
@@ -282,6 +286,57 @@ def cmd_events(args: argparse.Namespace) -> int:
             seen += 1
             if args.count and seen >= args.count:
                 break
+    return 0
+
+
+def shape_dict(shape: model_pb2.Shape) -> dict[str, Any]:
+    return {"vcpus": shape.vcpus, "cpu_cores": shape.cpu_cores, "memory_mib": shape.memory_mib}
+
+
+def plan_dict(response: api_pb2.GetPlanResponse) -> dict[str, Any]:
+    """A plan as plain data (``presculpt plan --json``)."""
+    return {
+        "mode": response.mode, "planned_at": response.planned_at, "step": response.step, "step_s": response.step_s,
+        "vms": response.vms, "forecast_vms": response.forecast_vms, "cost_per_hour": response.cost_per_hour,
+        "customer_cost_per_hour": dict(sorted(response.customer_cost_per_hour.items())),
+        "actions": [{"vm": a.vm, "uuid": a.uuid, "host": a.host, "kind": a.kind, "command": a.command or None,
+                     "previous": shape_dict(a.previous), "target": shape_dict(a.target), "reason": a.reason,
+                     "confidence": a.confidence, "cost_per_hour": a.cost_per_hour,
+                     "expected_benefit": a.expected_benefit, "vetoed": a.vetoed} for a in response.actions],
+        "unmet": [{"host": u.host, "vm": u.vm, "uuid": u.uuid, "cpu_cores": u.cpu_cores, "memory_mib": u.memory_mib,
+                   "reason": u.reason} for u in response.unmet],
+    }
+
+
+def _shape_text(shape: dict[str, Any]) -> str:
+    return f"{shape['vcpus']}v {shape['cpu_cores']:.3g}c {shape['memory_mib']}M"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        response = api.GetPlan(api_pb2.GetPlanRequest(host=args.host or ""), timeout=RPC_TIMEOUT_S)
+    plan = plan_dict(response)
+    if args.json:
+        print_json(plan)
+        return 0
+    when = time.strftime("%H:%M:%S", time.localtime(plan["planned_at"]))
+    sends = "the scheduled planner sends its actions" if plan["mode"] == "enforce" else "nothing is sent"
+    where = f" ({args.host}'s shown)" if args.host else ""
+    vetoed = sum(1 for a in plan["actions"] if a["vetoed"])
+    print(f"plan at {when} (dry run; mode {plan['mode']}: {sends}): {plan['vms']} VMs, {plan['forecast_vms']} with "
+          f"forecasts{where}; {len(plan['actions']) - vetoed} action(s), {vetoed} vetoed; "
+          f"{plan['cost_per_hour']:.4f} per hour after the plan")
+    if plan["actions"]:
+        rows = [{"vm": a["vm"], "host": a["host"], "kind": a["kind"] + (" (vetoed)" if a["vetoed"] else ""),
+                 "from": _shape_text(a["previous"]), "to": _shape_text(a["target"]),
+                 "confidence": a["confidence"], "cost": f"{a['cost_per_hour']:+.4f}", "reason": a["reason"]}
+                for a in plan["actions"]]
+        print_table(rows, [("vm", "VM"), ("host", "HOST"), ("kind", "ACTION"), ("from", "FROM"), ("to", "TO"),
+                           ("confidence", "P(SHORT)"), ("cost", "COST/H"), ("reason", "REASON")])
+    else:
+        print("no action: every VM's allocation fits its forecast")
+    for u in plan["unmet"]:
+        print(f"unmet demand: {u['vm']} on {u['host']}: {u['reason']}")
     return 0
 
 
@@ -529,7 +584,7 @@ def add_forecast_aggregate(forecast_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_forecast_aggregate)
 
 def add_operator_commands(sub: argparse._SubParsersAction) -> None:
-    """Add hosts, vms, metrics, resize and events to the ``presculpt`` command line."""
+    """Add hosts, vms, metrics, resize, plan and events to the ``presculpt`` command line."""
     common = client_flags()
 
     p = sub.add_parser("hosts", parents=[common], help="the hosts known to the coordinator")
@@ -560,6 +615,16 @@ def add_operator_commands(sub: argparse._SubParsersAction) -> None:
                    help="seconds to wait for the agent's outcome (default 30); the command expires after")
     p.add_argument("--reason", help="recorded with the command")
     p.set_defaults(func=cmd_resize)
+
+    p = sub.add_parser("plan", parents=[common], help="what the planner would do now (a dry run)",
+                       description="Runs the coordinator's planner now on the newest forecasts without sending "
+                                   "anything, whatever its mode: one row per action (pre-sculpt, downgrade, "
+                                   "reclaim, throttle, swap) with the VM's shape before and after, the forecast "
+                                   "probability that demand exceeds its allocation, the change of its cost per "
+                                   "hour and the reason; then the demand no host can meet. Shapes read "
+                                   "vCPUs, CPU cores and memory MiB.")
+    p.add_argument("--host", help="only this host's VMs")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("events", parents=[common], help="follow the live stream of events")
     p.add_argument("--host", help="only this host's events")

@@ -81,6 +81,10 @@ class MetricStore(Protocol):
         """One VM metric's forecasts with ``start <= origin < end``, oldest first."""
         ...
 
+    def latest_forecasts(self, start: float, end: float) -> list[ForecastRecord]:
+        """The newest forecast of every present VM and metric with ``start <= origin < end``."""
+        ...
+
     # -- maintenance (the scheduled jobs call these) --------------------------------------
     def compute_rollups(self, now: float) -> int:
         """Aggregate closed buckets (and buckets that received late samples); returns buckets written."""

@@ -126,6 +126,16 @@ class _CallJob:
     future: Future
 
 
+def _forecast_record(host: str, uuid: str, metric: str, origin: float, step_s: float, model: str, cold: int,
+                     quantiles: str, horizon: int, data: bytes) -> ForecastRecord:
+    levels = tuple(json.loads(quantiles))
+    flat = array("d")
+    flat.frombytes(data)
+    width = len(levels)
+    values = tuple(tuple(flat[h * width:(h + 1) * width]) for h in range(horizon))
+    return ForecastRecord(host, uuid, metric, origin, step_s, model, bool(cold), levels, values)
+
+
 def _vm_row_to_record(row: sqlite3.Row | tuple) -> VmRecord:
     host, uuid, name, state, vcpus, max_vcpus, quota, memory, max_memory, metadata = row
     return VmRecord(host=host, uuid=uuid, name=name, state=state, vcpus=vcpus, max_vcpus=max_vcpus,
@@ -479,15 +489,20 @@ class SqliteMetricStore:
             "ORDER BY f.origin",
             (host, uuid, metric, start, end),
         )
-        out = []
-        for origin, step_s, model, cold, quantiles, horizon, data in rows:
-            levels = tuple(json.loads(quantiles))
-            flat = array("d")
-            flat.frombytes(data)
-            width = len(levels)
-            values = tuple(tuple(flat[h * width:(h + 1) * width]) for h in range(horizon))
-            out.append(ForecastRecord(host, uuid, metric, origin, step_s, model, bool(cold), levels, values))
-        return out
+        return [_forecast_record(host, uuid, metric, *row) for row in rows]
+
+    def latest_forecasts(self, start: float, end: float) -> list[ForecastRecord]:
+        """The newest forecast of every present VM and metric with ``start <= origin < end``, in one
+        query (one primary-key seek per VM and metric for the newest origin)."""
+        rows = self._read(
+            "SELECT v.host, v.uuid, f.metric, f.origin, f.step_s, f.model, f.cold_start, f.quantiles, f.horizon, "
+            "f.data FROM forecasts f JOIN vms v ON v.id = f.vm_id "
+            "WHERE v.present = 1 AND f.origin >= ? AND f.origin < ? AND f.origin = ("
+            "SELECT max(origin) FROM forecasts WHERE vm_id = f.vm_id AND metric = f.metric "
+            "AND origin >= ? AND origin < ?) ORDER BY v.host, v.uuid, f.metric",
+            (start, end, start, end),
+        )
+        return [_forecast_record(*row) for row in rows]
 
     def count_samples(self) -> int:
         return int(self._read("SELECT count(*) FROM samples")[0][0])

@@ -202,7 +202,7 @@ class ForecastAnomaly(_message.Message):
     def __init__(self, vm: _Optional[str] = ..., uuid: _Optional[str] = ..., metric: _Optional[str] = ..., direction: _Optional[str] = ..., quantile: _Optional[float] = ..., model: _Optional[str] = ..., ts: _Optional[_Iterable[float]] = ..., actual: _Optional[_Iterable[float]] = ..., bound: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("ts", "host", "metrics", "command", "outcome", "agent", "anomaly")
+    __slots__ = ("ts", "host", "metrics", "command", "outcome", "agent", "anomaly", "unmet")
     TS_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class Event(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     ANOMALY_FIELD_NUMBER: _ClassVar[int]
+    UNMET_FIELD_NUMBER: _ClassVar[int]
     ts: float
     host: str
     metrics: MetricsStored
@@ -217,7 +218,8 @@ class Event(_message.Message):
     outcome: _model_pb2.CommandOutcome
     agent: AgentStatus
     anomaly: ForecastAnomaly
-    def __init__(self, ts: _Optional[float] = ..., host: _Optional[str] = ..., metrics: _Optional[_Union[MetricsStored, _Mapping]] = ..., command: _Optional[_Union[_model_pb2.Command, _Mapping]] = ..., outcome: _Optional[_Union[_model_pb2.CommandOutcome, _Mapping]] = ..., agent: _Optional[_Union[AgentStatus, _Mapping]] = ..., anomaly: _Optional[_Union[ForecastAnomaly, _Mapping]] = ...) -> None: ...
+    unmet: UnmetDemand
+    def __init__(self, ts: _Optional[float] = ..., host: _Optional[str] = ..., metrics: _Optional[_Union[MetricsStored, _Mapping]] = ..., command: _Optional[_Union[_model_pb2.Command, _Mapping]] = ..., outcome: _Optional[_Union[_model_pb2.CommandOutcome, _Mapping]] = ..., agent: _Optional[_Union[AgentStatus, _Mapping]] = ..., anomaly: _Optional[_Union[ForecastAnomaly, _Mapping]] = ..., unmet: _Optional[_Union[UnmetDemand, _Mapping]] = ...) -> None: ...
 
 class GetForecastRequest(_message.Message):
     __slots__ = ("vm", "host", "since_s", "lead_steps")
@@ -374,3 +376,84 @@ class ListAggregateForecastsResponse(_message.Message):
     AGGREGATES_FIELD_NUMBER: _ClassVar[int]
     aggregates: _containers.RepeatedCompositeFieldContainer[AggregateForecast]
     def __init__(self, aggregates: _Optional[_Iterable[_Union[AggregateForecast, _Mapping]]] = ...) -> None: ...
+
+class GetPlanRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
+
+class PlannedAction(_message.Message):
+    __slots__ = ("vm", "uuid", "host", "kind", "previous", "target", "reason", "confidence", "cost_per_hour", "expected_benefit", "vetoed", "command")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_BENEFIT_FIELD_NUMBER: _ClassVar[int]
+    VETOED_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    vm: str
+    uuid: str
+    host: str
+    kind: str
+    previous: _model_pb2.Shape
+    target: _model_pb2.Shape
+    reason: str
+    confidence: float
+    cost_per_hour: float
+    expected_benefit: float
+    vetoed: bool
+    command: str
+    def __init__(self, vm: _Optional[str] = ..., uuid: _Optional[str] = ..., host: _Optional[str] = ..., kind: _Optional[str] = ..., previous: _Optional[_Union[_model_pb2.Shape, _Mapping]] = ..., target: _Optional[_Union[_model_pb2.Shape, _Mapping]] = ..., reason: _Optional[str] = ..., confidence: _Optional[float] = ..., cost_per_hour: _Optional[float] = ..., expected_benefit: _Optional[float] = ..., vetoed: _Optional[bool] = ..., command: _Optional[str] = ...) -> None: ...
+
+class UnmetDemand(_message.Message):
+    __slots__ = ("host", "vm", "uuid", "cpu_cores", "memory_mib", "reason")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm: str
+    uuid: str
+    cpu_cores: float
+    memory_mib: float
+    reason: str
+    def __init__(self, host: _Optional[str] = ..., vm: _Optional[str] = ..., uuid: _Optional[str] = ..., cpu_cores: _Optional[float] = ..., memory_mib: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetPlanResponse(_message.Message):
+    __slots__ = ("mode", "planned_at", "step", "step_s", "vms", "forecast_vms", "actions", "unmet", "cost_per_hour", "customer_cost_per_hour")
+    class CustomerCostPerHourEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_AT_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEP_S_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_VMS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNMET_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    planned_at: float
+    step: int
+    step_s: float
+    vms: int
+    forecast_vms: int
+    actions: _containers.RepeatedCompositeFieldContainer[PlannedAction]
+    unmet: _containers.RepeatedCompositeFieldContainer[UnmetDemand]
+    cost_per_hour: float
+    customer_cost_per_hour: _containers.ScalarMap[str, float]
+    def __init__(self, mode: _Optional[str] = ..., planned_at: _Optional[float] = ..., step: _Optional[int] = ..., step_s: _Optional[float] = ..., vms: _Optional[int] = ..., forecast_vms: _Optional[int] = ..., actions: _Optional[_Iterable[_Union[PlannedAction, _Mapping]]] = ..., unmet: _Optional[_Iterable[_Union[UnmetDemand, _Mapping]]] = ..., cost_per_hour: _Optional[float] = ..., customer_cost_per_hour: _Optional[_Mapping[str, float]] = ...) -> None: ...

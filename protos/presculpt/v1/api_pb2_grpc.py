@@ -79,6 +79,11 @@ class CoordinatorServiceStub:
                 request_serializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsRequest.SerializeToString,
                 response_deserializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsResponse.FromString,
                 _registered_method=True)
+        self.GetPlan = channel.unary_unary(
+                '/presculpt.v1.CoordinatorService/GetPlan',
+                request_serializer=presculpt_dot_v1_dot_api__pb2.GetPlanRequest.SerializeToString,
+                response_deserializer=presculpt_dot_v1_dot_api__pb2.GetPlanResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -146,6 +151,15 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPlan(self, request, context):
+        """Run the planner now as a dry run: the actions it would take, each with its reason, and the
+        demand no host can meet. Nothing is sent and the planner's memory is left as it is, whatever
+        its mode.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +207,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListAggregateForecasts,
                     request_deserializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsRequest.FromString,
                     response_serializer=presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsResponse.SerializeToString,
+            ),
+            'GetPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlan,
+                    request_deserializer=presculpt_dot_v1_dot_api__pb2.GetPlanRequest.FromString,
+                    response_serializer=presculpt_dot_v1_dot_api__pb2.GetPlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +457,33 @@ class CoordinatorService:
             '/presculpt.v1.CoordinatorService/ListAggregateForecasts',
             presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsRequest.SerializeToString,
             presculpt_dot_v1_dot_api__pb2.ListAggregateForecastsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/presculpt.v1.CoordinatorService/GetPlan',
+            presculpt_dot_v1_dot_api__pb2.GetPlanRequest.SerializeToString,
+            presculpt_dot_v1_dot_api__pb2.GetPlanResponse.FromString,
             options,
             channel_credentials,
             insecure,
