@@ -59,9 +59,14 @@ class Windows:
     customer: np.ndarray  # (N,) int64, 0 = unknown
     series: np.ndarray  # (N,) int64, a hash bucket of the series key
     scale: np.ndarray  # (N,) float64
+    # (N,) float64, in the metric's units: the most the series can reach, its VM's size or, where it
+    # went above that (CPU time counted slightly over the vCPUs), the highest value of the last
+    # week; inf where the size is unknown. Forecasts are clipped to it.
+    ceiling: np.ndarray
     target: np.ndarray | None = None  # (N, H) float64, in the metric's units
 
-    FIELDS = ("context", "future", "size", "summary", "metric", "workload_class", "customer", "series", "scale")
+    FIELDS = ("context", "future", "size", "summary", "metric", "workload_class", "customer", "series", "scale",
+              "ceiling")
 
     def __len__(self) -> int:
         return len(self.scale)
@@ -184,6 +189,7 @@ def windows_from_history(
         customer=np.asarray(customer, dtype=np.int64),
         series=np.asarray(series, dtype=np.int64),
         scale=scale,
+        ceiling=np.where(capacity > 0, np.maximum(capacity, observed_max), np.inf),
     )
 
 

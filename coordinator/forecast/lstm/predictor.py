@@ -77,13 +77,15 @@ class LstmForecaster:
 
     def calibrate(self, scaled: np.ndarray, windows: Windows) -> np.ndarray:
         """Shift the network's quantiles by the conformal offsets of each window's metric and scale
-        group, uncross them and bring them to the metric's units."""
+        group, uncross them, bring them to the metric's units and clip them to each window's ceiling
+        (the VM's size, or the most it reached in the last week where that was more)."""
         group = np.zeros(len(windows), dtype=np.int64)
         for m in np.unique(windows.metric):
             rows = windows.metric == m
             group[rows] = np.searchsorted(self.calibration_edges[m], windows.scale[rows])
         scaled = np.maximum.accumulate(scaled + self.calibration[windows.metric, group], axis=-1)
-        return np.maximum(scaled * windows.scale[:, None, None], 0.0)
+        # Demand cannot exceed what the VM can use: clipping keeps the quantiles ordered.
+        return np.clip(scaled * windows.scale[:, None, None], 0.0, windows.ceiling[:, None, None])
 
     def split(self, histories: Sequence[SeriesHistory]) -> tuple[list[SeriesHistory], list[SeriesHistory]]:
         """(warm, cold): the histories with enough known values for the network, and the rest."""
