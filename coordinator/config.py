@@ -145,12 +145,13 @@ class TierSettings:
 
     priority: int = 1  # higher is served first when a host runs short
     quantile: float = 0.99  # the forecast quantile provisioned for
-    margin: float = 0.10  # safety margin on top of it (fraction)
+    margin: float = 0.05  # safety margin on top of it (fraction)
     lead_steps: int = 1  # grow this many forecast steps before the need
-    hold_steps: int = 6  # steps the forecast must stay low before a downgrade
-    deadband: float = 0.15  # shrink only when the forecast is this far below the allocation (fraction)
-    max_step_down: float = 0.30  # at most this fraction of the allocation per downgrade
-    grow_headroom: float = 0.10  # a grow goes this far past the need (fraction)
+    hold_steps: int = 3  # steps the forecast must stay low before a downgrade
+    shrink_window_steps: int = 3  # a downgrade provisions for the forecast peak over this many steps (0: all)
+    deadband: float = 0.10  # shrink only when the forecast is this far below the allocation (fraction)
+    max_step_down: float = 0.50  # at most this fraction of the allocation per downgrade
+    grow_headroom: float = 0.05  # a grow goes this far past the need (fraction)
     cooldown_steps: int = 3  # no downgrade this soon after a resize of the VM
     violation_penalty: float = 0.0  # price of unmet demand per unit of allocation price; 0: q / (1 - q)
 
@@ -169,9 +170,9 @@ class QuotaSettings:
 
 def _default_tiers() -> dict[str, TierSettings]:
     return {
-        "gold": TierSettings(priority=3, quantile=0.995, margin=0.15, hold_steps=12),
+        "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6),
         "silver": TierSettings(priority=2),
-        "bronze": TierSettings(priority=1, quantile=0.95, margin=0.05, hold_steps=3),
+        "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2),
     }
 
 

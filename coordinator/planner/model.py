@@ -23,12 +23,15 @@ class TierPolicy:
     name: str
     priority: int = 1
     quantile: float = 0.99  # the forecast quantile to provision for (above 0.99: extrapolated tail)
-    margin: float = 0.10  # safety margin on top of that quantile (fraction)
+    margin: float = 0.05  # safety margin on top of that quantile (fraction)
     lead_steps: int = 1  # grow this many steps before the forecast need (covers resize latency)
-    hold_steps: int = 6  # the upper forecast must stay below the allocation this long before shrinking
-    deadband: float = 0.15  # shrink only when the upper forecast is this far below the allocation
-    max_step_down: float = 0.30  # at most this fraction of the allocation per downgrade
-    grow_headroom: float = 0.10  # a grow goes this far past the need, so the next rise needs no resize
+    hold_steps: int = 3  # the upper forecast must stay below the allocation this long before shrinking
+    # A downgrade provisions for the peak of the upper forecast over this many steps (a rise beyond
+    # them is met by a pre-sculpt when the forecast sees it coming); 0: the whole horizon.
+    shrink_window_steps: int = 3
+    deadband: float = 0.10  # shrink only when the upper forecast is this far below the allocation
+    max_step_down: float = 0.50  # at most this fraction of the allocation per downgrade
+    grow_headroom: float = 0.05  # a grow goes this far past the need, so the next rise needs no resize
     cooldown_steps: int = 3  # no downgrade this soon after any resize of the VM
     # The cost model's price of unmet demand, as a multiple of the price of the same allocation.
     # None: quantile / (1 - quantile), the ratio under which provisioning the quantile is optimal.
@@ -41,7 +44,7 @@ class TierPolicy:
             raise ValueError(f"tier {self.name!r}: margin, deadband and grow_headroom must not be negative")
         if not 0 < self.max_step_down <= 1:
             raise ValueError(f"tier {self.name!r}: max_step_down must be in (0, 1], got {self.max_step_down}")
-        if min(self.lead_steps, self.hold_steps, self.cooldown_steps) < 0:
+        if min(self.lead_steps, self.hold_steps, self.cooldown_steps, self.shrink_window_steps) < 0:
             raise ValueError(f"tier {self.name!r}: step counts must not be negative")
         if self.violation_penalty is not None and self.violation_penalty < 0:
             raise ValueError(f"tier {self.name!r}: violation_penalty must not be negative")
@@ -54,9 +57,9 @@ class TierPolicy:
 
 
 DEFAULT_TIERS: dict[str, TierPolicy] = {
-    "gold": TierPolicy("gold", priority=3, quantile=0.995, margin=0.15, hold_steps=12),
+    "gold": TierPolicy("gold", priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6),
     "silver": TierPolicy("silver", priority=2),
-    "bronze": TierPolicy("bronze", priority=1, quantile=0.95, margin=0.05, hold_steps=3),
+    "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2),
 }
 
 

@@ -131,7 +131,8 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
     upper = quantile_at(forecast, tier.quantile) * (1 + tier.margin)
     lead = upper[: tier.lead_steps + 1]
     need_now = float(lead.max())
-    need = max(float(upper.max()), floor)
+    window = upper[: tier.shrink_window_steps] if tier.shrink_window_steps else upper
+    need = max(float(window.max()), need_now, floor)
     level = f"p{tier.quantile * 100:g}"
     if need_now > current * 1.01 and current < ceiling:
         target = min(max(need_now * (1 + tier.grow_headroom), floor), ceiling)
@@ -154,7 +155,7 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
     if below >= tier.hold_steps and cooled:
         target = max(need * (1 + tier.grow_headroom), current * (1 - tier.max_step_down), floor)
         if target < current * 0.99:
-            reason = (f"{metric} {level} forecast {need:.3g} {unit} over the next hour stayed below the "
+            reason = (f"{metric} {level} forecast {need:.3g} {unit} over the next {len(window) * 5} min stayed below the "
                       f"{current:.3g} allocated for {below} steps; step down to {target:.3g}")
             return MetricDecision(target, "downgrade", reason, 0.0, need, 0, idle)
     return MetricDecision(current, "", "", 0.0, need, below, idle)

@@ -48,7 +48,11 @@ VMS = [vm("h1", "u-web1", "web-1", customer="acme"), vm("h2", "u-db1", "db-1", c
 CPU_BAND = {"u-web1": (2.5, 3.0, 3.5, 4.0), "u-db1": (1.0, 1.2, 1.4, 1.6)}
 MEMORY_BAND = (2000.0, 2200.0, 2400.0, 2600.0)
 # silver tier: p99 with a 10% margin, grown 10% past the need; vCPUs carry the cores.
-WEB1_TARGET = Shape(vcpus=5, cpu_cores=round(4.0 * 1.1 * 1.1, 3), memory_mib=4096)
+SILVER = PlannerSettings().tiers["silver"]
+WEB1_NEED = f"CPU p99 forecast {4.0 * (1 + SILVER.margin):.2g} cores"  # how the reason starts
+# web-1's p99 of 4 cores, with the silver tier's margin and grow headroom (whole thousandths, rounded down)
+WEB1_TARGET = Shape(vcpus=5, cpu_cores=math.floor(4.0 * (1 + SILVER.margin) * (1 + SILVER.grow_headroom) * 1000) / 1000,
+                    memory_mib=4096)
 
 
 def record(host: str, uuid: str, metric: str, origin: float, band: tuple[float, ...]) -> ForecastRecord:
@@ -138,7 +142,7 @@ def test_enforce_mode_sends_the_target_once_per_step(enforce):
     command = sent.command
     assert (command.kind, command.host, command.vm) == ("presculpt", "h1", "web-1")
     assert command.target == WEB1_TARGET
-    assert command.reason.startswith("planner presculpt: CPU p99 forecast 4.4 cores")
+    assert command.reason.startswith("planner presculpt: " + WEB1_NEED)
     assert command.demand_at == (run.step + 1) * STEP and command.deadline == at + 3600.0
 
     again = plan_and_apply(c, at + 60)  # the same step: the same plan and command id, nothing sent again
@@ -189,7 +193,7 @@ def test_metadata_tier_opt_out_and_memory_use(tmp_path):
 
 
 def test_unmet_demand_is_an_event_once_per_episode(tmp_path):
-    # h1 has 4 cores and no overcommit: web-1's forecast need (4.84 cores) does not fit.
+    # h1 has 4 cores and no overcommit: web-1's forecast need (4.2 cores and headroom) does not fit.
     c = start(tmp_path, host_cpus=4, cpu_overcommit=1.0)
     channel = grpc.insecure_channel(c.address)
     try:
@@ -206,7 +210,7 @@ def test_unmet_demand_is_an_event_once_per_episode(tmp_path):
         assert unmet.cpu_cores == pytest.approx(WEB1_TARGET.cpu_cores - 4.0, abs=1e-3)
         event = next(events)
         assert event.WhichOneof("kind") == "unmet" and event.host == "h1"
-        assert (event.unmet.vm, event.unmet.reason) == ("web-1", "host h1 has no cpu left for web-1's forecast demand")
+        assert (event.unmet.vm, event.unmet.reason) == ("web-1", "host h1 has no cpu left for the forecast demand (web-1, tier silver)")
         assert plan_and_apply(c, at + STEP).new_unmet == ()  # the same episode: no second event
         assert metric(c, "presculpt_planner_unmet_total") == 1
         events.cancel()
@@ -262,7 +266,7 @@ def test_get_plan_is_a_dry_run_whatever_the_mode(enforce):
         assert (action.previous.vcpus, action.previous.cpu_cores, action.previous.memory_mib) == (2, 2.0, 4096)
         assert (action.target.vcpus, action.target.cpu_cores, action.target.memory_mib) == (
             WEB1_TARGET.vcpus, WEB1_TARGET.cpu_cores, WEB1_TARGET.memory_mib)
-        assert action.reason.startswith("CPU p99 forecast 4.4 cores (with 10% margin) within 10 min exceeds the 2 ")
+        assert action.reason.startswith(f"{WEB1_NEED} (with {SILVER.margin:.0%} margin) within 10 min exceeds the 2 ")
         assert action.confidence == pytest.approx(1 - 0.1 * 2.0 / 2.5) and action.cost_per_hour > 0 and not action.vetoed
         assert set(response.customer_cost_per_hour) == {"acme", "globex"}
         assert response.cost_per_hour == pytest.approx(sum(response.customer_cost_per_hour.values()))
@@ -288,7 +292,7 @@ def test_presculpt_plan_json_and_table(observe, capsys):
         "vm": "web-1", "host": "h1", "kind": "presculpt", "command": "presculpt", "vetoed": False}
     assert action["previous"] == {"vcpus": 2, "cpu_cores": 2.0, "memory_mib": 4096}
     assert action["target"] == dataclasses.asdict(WEB1_TARGET)
-    assert action["reason"].startswith("CPU p99 forecast 4.4 cores")
+    assert action["reason"].startswith(WEB1_NEED)
 
     code, out, err = run_cli(capsys, "plan", "--coordinator", c.address)
     assert code == 0, err
@@ -296,8 +300,8 @@ def test_presculpt_plan_json_and_table(observe, capsys):
     assert lines[0].startswith("plan at ") and "mode observe: nothing is sent" in lines[0]
     assert lines[1].split()[:8] == ["VM", "HOST", "ACTION", "FROM", "TO", "P(SHORT)", "COST/H", "REASON"]
     row = lines[2]
-    assert row.split()[:3] == ["web-1", "h1", "presculpt"] and "2v 2c 4096M" in row and "5v 4.84c 4096M" in row
-    assert "CPU p99 forecast 4.4 cores" in row
+    assert row.split()[:3] == ["web-1", "h1", "presculpt"] and "2v 2c 4096M" in row and f"5v {WEB1_TARGET.cpu_cores:.2f}c 4096M" in row
+    assert WEB1_NEED in row
 
 
 def test_presculpt_plan_errors_are_one_line(observe, capsys):

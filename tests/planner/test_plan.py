@@ -12,11 +12,20 @@ import pytest
 from presculpt.coordinator.planner import (
     Allocation, CostModel, CustomerQuota, Forecast, HostSnapshot, Plan, PlannerConfig, Snapshot, VmMemory,
     VmSnapshot, plan)
-from presculpt.coordinator.planner.model import DEFAULT_TIERS
+from presculpt.coordinator.planner.model import TierPolicy
 from presculpt.coordinator.planner.rules import exceedance, quantile_at
 
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
-CONFIG = PlannerConfig()
+# The tiers these tests pin (the rules are tested, not the tuning of the shipped defaults).
+DEFAULT_TIERS = {
+    "gold": TierPolicy("gold", priority=3, quantile=0.995, margin=0.15, hold_steps=12, deadband=0.15,
+                       max_step_down=0.30, grow_headroom=0.10, cooldown_steps=3),
+    "silver": TierPolicy("silver", priority=2, quantile=0.99, margin=0.10, hold_steps=6, deadband=0.15,
+                         max_step_down=0.30, grow_headroom=0.10, cooldown_steps=3),
+    "bronze": TierPolicy("bronze", priority=1, quantile=0.95, margin=0.05, hold_steps=3, deadband=0.15,
+                         max_step_down=0.30, grow_headroom=0.10, cooldown_steps=3),
+}
+CONFIG = PlannerConfig(tiers=DEFAULT_TIERS)
 
 # CPU demand of about 3 cores, well above an allocation of 2 (P(demand > 2) = 1 - 0.1 * 2 / 2.5 = 0.92).
 HIGH_CPU = (2.5, 3.0, 3.2, 3.3)
@@ -225,7 +234,7 @@ FLOOR = USED * (1 + CONFIG.memory_margin_fraction) + CONFIG.memory_margin_mib  #
 def test_memory_never_shrinks_below_what_the_guest_uses_plus_the_margin():
     v = vm(memory_mib=4096.0, memory=(100.0, 200.0, 300.0, 400.0), memory_used_mib=USED)
     s = Snapshot(1, (v,), memory={"vm-1": VmMemory(memory_below_steps=100)})
-    config = PlannerConfig(cost=CostModel(resize_cost=0.0))  # let every small shrink through
+    config = PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=0.0))  # let every small shrink through
     seen = []
     for _ in range(60):
         p = plan(s, config)
@@ -237,7 +246,7 @@ def test_memory_never_shrinks_below_what_the_guest_uses_plus_the_margin():
 
 def test_memory_below_the_guest_floor_is_raised():
     v = vm(memory_mib=2000.0, memory=(100.0, 200.0, 300.0, 400.0), memory_used_mib=USED)
-    for config in (CONFIG, PlannerConfig(cost=CostModel(resize_cost=1000.0))):  # a safety raise is never vetoed
+    for config in (CONFIG, PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=1000.0))):  # a safety raise is never vetoed
         a = only(plan(Snapshot(5, (v,)), config), "vm-1")
         assert a.kind == "presculpt" and not a.vetoed
         assert a.target.memory_mib == FLOOR
@@ -262,12 +271,12 @@ def test_opted_out_vms_get_no_action():
            vm("low-memory", memory_mib=1000.0, memory=(100.0, 200.0, 300.0, 400.0), memory_used_mib=USED,
               opted_in=False))
     memory = {v.uuid: VmMemory(cpu_below_steps=100, memory_below_steps=100, idle_steps=100) for v in vms}
-    p = plan(Snapshot(50, vms, hosts={"h1": host(9.0)}, memory=memory), PlannerConfig(reclaim_idle_steps=3))
+    p = plan(Snapshot(50, vms, hosts={"h1": host(9.0)}, memory=memory), PlannerConfig(tiers=DEFAULT_TIERS, reclaim_idle_steps=3))
     assert p.actions == () and p.unmet == ()
 
 
 def test_an_idle_vm_is_reclaimed_after_reclaim_idle_steps():
-    config = PlannerConfig(reclaim_idle_steps=3)
+    config = PlannerConfig(tiers=DEFAULT_TIERS, reclaim_idle_steps=3)
     # p99 0.1 -> need max(0.11, floor 0.1) = 0.11 < 5 % of 4 vCPUs
     s = Snapshot(1, (vm(cores=2.0, cpu=(0.01, 0.02, 0.05, 0.1), max_vcpus=4),))
     for run in (1, 2):
@@ -281,7 +290,7 @@ def test_an_idle_vm_is_reclaimed_after_reclaim_idle_steps():
 
 
 def test_a_busy_vm_is_not_reclaimed():
-    config = PlannerConfig(reclaim_idle_steps=3)
+    config = PlannerConfig(tiers=DEFAULT_TIERS, reclaim_idle_steps=3)
     v = vm(cores=2.0, cpu=(0.1, 0.2, 0.3, 0.5), max_vcpus=4)  # need 0.55 >= 5 % of 4
     p = plan(Snapshot(10, (v,), memory={"vm-1": VmMemory(idle_steps=10)}), config)
     assert all(a.kind != "reclaim" for a in p.actions)
@@ -383,7 +392,7 @@ def test_a_vetoed_shrink_does_not_leave_the_host_overcommitted():
     # and the capacity gold needs comes from a swap (never vetoed) instead.
     giver = vm("giver", cores=4.0, cpu=(0.1, 0.2, 0.3, 0.4))
     taker = vm("taker", cores=2.0, cpu=HIGH_CPU, tier="gold")
-    dear = PlannerConfig(cost=CostModel(resize_cost=0.5))
+    dear = PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=0.5))
     alone = plan(Snapshot(10, (giver,), memory={"giver": VmMemory(cpu_below_steps=5)}), dear)
     assert only(alone, "giver").vetoed  # the premise
     s = Snapshot(10, (giver, taker), hosts={"h1": host(6.0)}, memory={"giver": VmMemory(cpu_below_steps=5)})
@@ -448,7 +457,7 @@ def test_a_fully_throttled_growth_is_reported():
 # -- cost model ---------------------------------------------------------------------------------
 def test_a_huge_resize_cost_vetoes_the_action():
     s = Snapshot(10, (vm(cores=2.0, cpu=HIGH_CPU),))
-    p = plan(s, PlannerConfig(cost=CostModel(resize_cost=1000.0)))
+    p = plan(s, PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=1000.0)))
     a = only(p, "vm-1")
     assert a.kind == "presculpt" and a.vetoed
     assert "vetoed by the cost model" in a.reason
@@ -459,7 +468,7 @@ def test_a_huge_resize_cost_vetoes_the_action():
 
 def test_a_free_resize_is_not_vetoed():
     s = Snapshot(10, (vm(cores=2.0, cpu=HIGH_CPU),))
-    p = plan(s, PlannerConfig(cost=CostModel(resize_cost=0.0)))
+    p = plan(s, PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=0.0)))
     a = only(p, "vm-1")
     assert a.kind == "presculpt" and not a.vetoed
     assert "vetoed" not in a.reason
@@ -471,7 +480,7 @@ def test_a_free_resize_is_not_vetoed():
 
 def test_a_downgrade_that_saves_less_than_it_costs_is_vetoed():
     s = Snapshot(10, (vm(cores=4.0, cpu=LOW_CPU),), memory={"vm-1": VmMemory(cpu_below_steps=5)})
-    cheap, dear = plan(s, CONFIG), plan(s, PlannerConfig(cost=CostModel(resize_cost=0.5)))
+    cheap, dear = plan(s, CONFIG), plan(s, PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=0.5)))
     assert only(cheap, "vm-1").kind == "downgrade" and not only(cheap, "vm-1").vetoed
     assert only(dear, "vm-1").vetoed  # saves 1.2 cores * 0.04 per hour over benefit_hours (4) = 0.192 < 0.5
 

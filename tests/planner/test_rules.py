@@ -112,10 +112,10 @@ def test_quantile_grid_agrees_with_quantile_at():
 
 
 def test_decide_caps_a_presculpt_at_the_ceiling():
-    from presculpt.coordinator.planner.model import DEFAULT_TIERS, VmMemory
+    from presculpt.coordinator.planner.model import TierPolicy, VmMemory
     from presculpt.coordinator.planner.rules import decide
 
     d = decide("CPU", "cores", constant([5.0, 8.0, 10.0, 12.0]), current=2.0, floor=0.1, ceiling=3.0,
-               tier=DEFAULT_TIERS["silver"], memory=VmMemory(), below_steps=0, step=1)
+               tier=TierPolicy("silver", quantile=0.99, margin=0.10, grow_headroom=0.10), memory=VmMemory(), below_steps=0, step=1)
     assert (d.kind, d.target) == ("presculpt", 3.0)
     assert d.need == pytest.approx(12.0 * 1.1)  # the need is reported uncapped
