@@ -154,6 +154,8 @@ class TierSettings:
     grow_headroom: float = 0.05  # a grow goes this far past the need (fraction)
     cooldown_steps: int = 3  # no downgrade this soon after a resize of the VM
     violation_penalty: float = 0.0  # price of unmet demand per unit of allocation price; 0: q / (1 - q)
+    memory_quantile: float = 0.999  # the quantile memory is provisioned for (a shortfall swaps or kills)
+    memory_margin: float = 0.10  # safety margin on top of it (fraction)
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,11 @@ class QuotaSettings:
 
 def _default_tiers() -> dict[str, TierSettings]:
     return {
-        "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6),
+        "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
+                             memory_quantile=0.9999),
         "silver": TierSettings(priority=2),
-        "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2),
+        "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
+                               memory_margin=0.05),
     }
 
 

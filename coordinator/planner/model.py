@@ -6,7 +6,8 @@ step = the forecast step, 5 minutes by default), prices per hour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -33,6 +34,10 @@ class TierPolicy:
     max_step_down: float = 0.50  # at most this fraction of the allocation per downgrade
     grow_headroom: float = 0.05  # a grow goes this far past the need, so the next rise needs no resize
     cooldown_steps: int = 3  # no downgrade this soon after any resize of the VM
+    # Memory short of demand means swapping or an OOM kill, not a slower step: memory may be
+    # provisioned at its own quantile and margin (None: the same as CPU).
+    memory_quantile: float | None = None
+    memory_margin: float | None = None
     # The cost model's price of unmet demand, as a multiple of the price of the same allocation.
     # None: quantile / (1 - quantile), the ratio under which provisioning the quantile is optimal.
     violation_penalty: float | None = None
@@ -46,8 +51,19 @@ class TierPolicy:
             raise ValueError(f"tier {self.name!r}: max_step_down must be in (0, 1], got {self.max_step_down}")
         if min(self.lead_steps, self.hold_steps, self.cooldown_steps, self.shrink_window_steps) < 0:
             raise ValueError(f"tier {self.name!r}: step counts must not be negative")
+        if self.memory_quantile is not None and not 0.5 <= self.memory_quantile < 1.0:
+            raise ValueError(f"tier {self.name!r}: memory_quantile must be in [0.5, 1), got {self.memory_quantile}")
+        if self.memory_margin is not None and self.memory_margin < 0:
+            raise ValueError(f"tier {self.name!r}: memory_margin must not be negative")
         if self.violation_penalty is not None and self.violation_penalty < 0:
             raise ValueError(f"tier {self.name!r}: violation_penalty must not be negative")
+
+    @functools.cached_property
+    def for_memory(self) -> "TierPolicy":
+        """This tier as it provisions memory."""
+        return replace(self, quantile=self.memory_quantile or self.quantile,
+                       margin=self.margin if self.memory_margin is None else self.memory_margin,
+                       memory_quantile=None, memory_margin=None)
 
     @property
     def penalty(self) -> float:
@@ -57,9 +73,11 @@ class TierPolicy:
 
 
 DEFAULT_TIERS: dict[str, TierPolicy] = {
-    "gold": TierPolicy("gold", priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6),
-    "silver": TierPolicy("silver", priority=2),
-    "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2),
+    "gold": TierPolicy("gold", priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
+                       memory_quantile=0.9999, memory_margin=0.10),
+    "silver": TierPolicy("silver", priority=2, memory_quantile=0.999, memory_margin=0.10),
+    "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2,
+                         memory_quantile=0.99, memory_margin=0.05),
 }
 
 

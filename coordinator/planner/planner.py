@@ -88,7 +88,7 @@ def decide_vm(vm: VmSnapshot, memory: VmMemory, step: int, config: PlannerConfig
     if vm.opted_in and vm.memory is not None:
         hard = memory_floor(vm, config) if vm.memory_used_mib is not None else 0.0
         mem = decide("memory", "MiB", vm.memory, vm.current.memory_mib,
-                     max(vm.floor_memory_mib, config.memory_floor_mib), vm.max_memory_mib, tier, memory,
+                     max(vm.floor_memory_mib, config.memory_floor_mib), vm.max_memory_mib, tier.for_memory, memory,
                      memory.memory_below_steps, step, hard_floor=hard,
                      hard_floor_reason="what the guest uses plus the margin")
     work = _Work(vm, tier, cpu, mem, cpu.target if cpu else vm.current.cpu_cores,

@@ -509,3 +509,18 @@ def test_plan_is_pure():
         assert (v.uuid, v.current) == (uuid, current)
         np.testing.assert_array_equal(v.cpu.values, values)
     assert first.memory is not s.memory
+
+
+def test_memory_is_provisioned_at_the_tier_memory_quantile_and_margin():
+    tier = TierPolicy("silver", quantile=0.9, margin=0.0, grow_headroom=0.0, memory_quantile=0.999, memory_margin=0.2)
+    config = PlannerConfig(tiers={"silver": tier})
+    forecast = (1000.0, 1500.0, 2000.0, 2500.0)
+    p = plan(Snapshot(10, (vm(cores=8.0, memory_mib=1024.0, memory=forecast),)), config)
+    expected = float(quantile_at(fc(*forecast), 0.999)[0]) * 1.2  # the extrapolated tail, not the CPU's p90
+    assert only(p, "vm-1").target.memory_mib == pytest.approx(math.floor(expected), abs=1)
+    assert expected > 2500 * 1.2
+
+
+def test_memory_quantile_is_validated():
+    with pytest.raises(ValueError, match="memory_quantile"):
+        TierPolicy("t", memory_quantile=1.0)
