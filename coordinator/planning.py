@@ -272,7 +272,8 @@ class PlannerService:
         what = "dry run" if run.dry_run else run.mode
         for a in run.plan.actions:
             p, t = a.previous, a.target
-            log.log(level, "plan (%s) %s %s on %s: %d vCPU %.3g cores %.0f MiB -> %d vCPU %.3g cores %.0f MiB%s: %s",
+            # A vetoed action is usually proposed again each run while its forecast holds: debug only.
+            log.log(logging.DEBUG if a.vetoed else level, "plan (%s) %s %s on %s: %d vCPU %.3g cores %.0f MiB -> %d vCPU %.3g cores %.0f MiB%s: %s",
                     what, a.kind, run.name(a), a.host, p.vcpus, p.cpu_cores, p.memory_mib, t.vcpus, t.cpu_cores,
                     t.memory_mib, " (vetoed)" if a.vetoed else "", a.reason)
         for u in run.new_unmet:
