@@ -148,14 +148,15 @@ def cmd_forecast_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_paths(args: argparse.Namespace) -> None:
-    """Refuse bad paths before training for minutes, not after."""
+def check_paths(args: argparse.Namespace, outputs: tuple[str, ...] = ("json", "plot", "save")) -> None:
+    """Refuse bad paths before training for minutes, not after: the trace directory, the plot's
+    file type and the folders of the ``outputs`` flags."""
     trace = Path(args.trace)
     if not trace.is_dir():
         raise UserError(f"{trace} is not a directory (give a trace directory with vms.csv and usage.csv.gz)")
     if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
         raise UserError(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
-    for flag in ("json", "plot", "save"):
+    for flag in outputs:
         value = getattr(args, flag)
         if value and not Path(value).resolve().parent.is_dir():
             raise UserError(f"--{flag} {value}: folder {Path(value).resolve().parent} does not exist")

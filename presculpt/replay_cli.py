@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from presculpt.clitools import ArgumentParser, positive_float, to_jsonable
+from presculpt.clitools import positive_float, to_jsonable
 from presculpt.errors import UserError
-from presculpt.forecast_cli import EXIT_BAD_INPUT, PLOT_SUFFIXES, progress_line
+from presculpt import forecast_cli
+from presculpt.forecast_cli import EXIT_BAD_INPUT, progress_line
 
 COLUMNS = (("violation", "VIOLATION", "{:.2%}"), ("unmet", "UNMET", "{:.2%}"), ("slack", "SLACK", "{:.1%}"),
            ("resizes_per_vm_day", "RESIZES/VM-DAY", "{:.2f}"))
@@ -41,7 +42,6 @@ def add_replay_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain-days", type=positive_float, default=7.0, metavar="DAYS",
                    help="retrain the forecaster this often during the replay (default 7)")
     p.add_argument("--days", type=positive_float, metavar="DAYS", help="replay only the first DAYS of the trace")
-    p.add_argument("--mode", choices=("enforce", "observe"), default="enforce", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     p.set_defaults(func=cmd_replay, progress=True)
 
@@ -53,12 +53,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         policies = parse_policies(args.policy)
         check_paths(args)
         forecast_config = None
-        if args.retrain_days != 7.0:
-            from dataclasses import replace
-
+        if "presculpt" in policies:  # the forecaster (and torch) only when it runs
             from presculpt.coordinator.replay.forecasts import ReplayForecastConfig
 
-            forecast_config = replace(ReplayForecastConfig(), retrain_days=args.retrain_days)
+            forecast_config = ReplayForecastConfig(retrain_days=args.retrain_days)
         result = run_replay(args.trace, policies, warmup_days=args.warmup_days, max_days=args.days,
                             forecast_config=forecast_config, initial_model=args.model, plot=args.plot,
                             progress=progress_line(time.monotonic()))
@@ -77,16 +75,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def check_paths(args: argparse.Namespace) -> None:
-    if not Path(args.trace).is_dir():
-        raise UserError(f"{args.trace} is not a directory (give a trace directory with vms.csv and usage.csv.gz)")
-    if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
-        raise UserError(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
+    forecast_cli.check_paths(args, outputs=("json", "plot"))
     if args.model and not Path(args.model).is_file():
         raise UserError(f"--model {args.model}: no such file")
-    for flag in ("json", "plot"):
-        value = getattr(args, flag)
-        if value and not Path(value).resolve().parent.is_dir():
-            raise UserError(f"--{flag} {value}: folder {Path(value).resolve().parent} does not exist")
 
 
 def report(result: dict[str, Any]) -> str:

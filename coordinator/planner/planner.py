@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from presculpt.coordinator.planner.model import (
     Action,
@@ -282,8 +282,7 @@ def _grows(w: _Work) -> bool:
 
 
 def _floor_raise(w: _Work) -> bool:
-    return any(d is not None and d.kind == "presculpt" and d.confidence == 1.0 and "below" in d.reason
-               for d in (w.cpu, w.memory))
+    return any(d is not None and d.safety for d in (w.cpu, w.memory))
 
 
 __all__ = ["plan", "decide_vm", "vcpus_for", "memory_floor", "exceedance"]

@@ -108,9 +108,10 @@ class MetricDecision:
     kind: str
     reason: str
     confidence: float  # P(demand > current) over the lead window
-    need: float  # the allocation the tier policy asks for over the whole horizon
+    need: float  # the allocation the tier policy asks for over the downgrade window
     below_steps: int
     idle_steps: int
+    safety: bool = False  # a raise back to a safety floor (the cost model never vetoes it)
 
 
 def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: float, ceiling: float,
@@ -144,7 +145,7 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
     if current < floor * 0.999:
         why = hard_floor_reason if hard_floor > 0 and floor == hard_floor else "the floor"
         return MetricDecision(min(floor, ceiling), "presculpt", f"{metric} below {why}: raise to {floor:.3g} {unit}",
-                              1.0, need, 0, 0)
+                              1.0, need, 0, 0, safety=True)
     idle = memory.idle_steps + 1 if reclaim_idle_steps and need < idle_fraction * ceiling else 0
     below = below_steps + 1 if need < current * (1 - tier.deadband) else 0
     cooled = step - memory.last_resize_step >= tier.cooldown_steps

@@ -17,6 +17,8 @@ last); a percentile is the upper edge of the bucket where the cumulative weight 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from presculpt.coordinator.replay.trace import DAY_STEPS
@@ -141,10 +143,8 @@ def autopilot_memory(demand: np.ndarray, maximum: np.ndarray, window: int = DAY_
     n, steps = demand.shape
     padded = np.concatenate([np.full((n, window), np.nan), demand], axis=1)
     view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1)[:, :steps]  # [t] = d[t-window:t]
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            peak = np.nanmax(view, axis=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (before the VM's first sample)
+        peak = np.nanmax(view, axis=2)
     out = np.where(np.isnan(peak), maximum[:, None], peak * factor)
     return np.where(np.isnan(demand), np.nan, out)

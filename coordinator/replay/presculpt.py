@@ -62,7 +62,7 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
                     memory=None if mem is None or np.isnan(mem[0, 0]) else Forecast(quantiles, mem.astype(np.float64))))
             result = plan(Snapshot(t, tuple(vms), memory=memory), config)
             memory = result.memory
-            index = {vm_id: i for i, vm_id in ((i, trace.vm_ids[i]) for i in alive)}
+            index = {trace.vm_ids[i]: i for i in alive}
             for action in result.actions:
                 if action.vetoed:
                     kinds[f"vetoed {action.kind}"] += 1
