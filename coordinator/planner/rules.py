@@ -58,34 +58,34 @@ def exceedance(forecast: Forecast, allocation: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """A matrix W with ``[0, values...] @ W`` = the linear interpolation at ``levels`` (those up to
-    the top quantile), and the mask of those levels."""
+def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> tuple[np.ndarray, int, np.ndarray]:
+    """For sorted ``levels``: a matrix W with ``values @ W`` = the linear interpolation (from zero
+    demand at level 0) at the first ``k`` levels, those up to the top quantile; and, for the levels
+    above it, their distance into the exponential tail in units of the top two quantiles' spread."""
     knots = np.concatenate([[0.0], quantiles])
     levels_arr = np.asarray(levels)
-    inside = levels_arr <= knots[-1]
-    weights = np.zeros((len(knots), int(inside.sum())))
-    for k, p in enumerate(levels_arr[inside]):
+    k = int(np.count_nonzero(levels_arr <= knots[-1]))
+    weights = np.zeros((len(knots), k))
+    for col, p in enumerate(levels_arr[:k]):
         j = min(int(np.searchsorted(knots, p, side="right")), len(knots) - 1)
         lo, hi = knots[j - 1], knots[j]
         w = (p - lo) / (hi - lo) if hi > lo else 1.0
-        weights[j - 1, k], weights[j, k] = 1 - w, w
-    return weights, inside
+        weights[j - 1, col], weights[j, col] = 1 - w, w
+    q = quantiles
+    tail = np.log10((1 - q[-1]) / (1 - levels_arr[k:])) / math.log10((1 - q[-2]) / (1 - q[-1]))
+    return weights[1:], k, tail  # the first row multiplies zero demand
 
 
 def quantile_grid(forecast: Forecast, levels: np.ndarray = _PROBABILITY_GRID) -> np.ndarray:
     """The forecast's quantiles at many ``levels`` (sorted) for every step: (horizon, len(levels)).
     Between zero demand and the lowest quantile, and between quantiles, linear; above the top one
     the exponential tail of :func:`quantile_at`."""
-    q = forecast.quantiles
     values = forecast.values
-    weights, inside = _interpolation(tuple(q), tuple(levels))
+    weights, k, tail = _interpolation(tuple(forecast.quantiles), tuple(levels))
     out = np.empty((len(values), len(levels)))
-    out[:, inside] = np.concatenate([np.zeros((len(values), 1)), values], axis=1) @ weights
-    if not inside.all():
-        per_decade = (values[:, -1] - values[:, -2]) / math.log10((1 - q[-2]) / (1 - q[-1]))
-        decades = np.log10((1 - q[-1]) / (1 - np.asarray(levels)[~inside]))
-        out[:, ~inside] = values[:, -1:] + per_decade[:, None] * decades[None, :]
+    out[:, :k] = values @ weights
+    if len(tail):
+        out[:, k:] = values[:, -1:] + (values[:, -1] - values[:, -2])[:, None] * tail
     return out
 
 
