@@ -33,7 +33,7 @@ from presculpt.coordinator.planner.model import (
     VmMemory,
     VmSnapshot,
 )
-from presculpt.coordinator.planner.rules import MetricDecision, decide, exceedance, shortfall_avoided  # noqa: F401
+from presculpt.coordinator.planner.rules import MetricDecision, decide, shortfall_avoided
 
 STEP_HOURS = 300.0 / 3600.0
 
@@ -285,4 +285,4 @@ def _floor_raise(w: _Work) -> bool:
     return any(d is not None and d.safety for d in (w.cpu, w.memory))
 
 
-__all__ = ["plan", "decide_vm", "vcpus_for", "memory_floor", "exceedance"]
+__all__ = ["plan", "decide_vm", "vcpus_for", "memory_floor"]

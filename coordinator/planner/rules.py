@@ -91,13 +91,18 @@ def quantile_grid(forecast: Forecast, levels: np.ndarray = _PROBABILITY_GRID) ->
 
 def expected_shortfall(forecast: Forecast, allocation: float) -> float:
     """Expected demand above ``allocation`` summed over the horizon, in the metric's units x steps."""
-    return float(np.maximum(quantile_grid(forecast) - allocation, 0.0).mean(axis=1).sum())
+    return _shortfall(quantile_grid(forecast), allocation)
 
 
 def shortfall_avoided(forecast: Forecast, before: float, after: float) -> float:
     """expected_shortfall(before) - expected_shortfall(after), from one quantile grid."""
     grid = quantile_grid(forecast)
-    return float((np.maximum(grid - before, 0.0) - np.maximum(grid - after, 0.0)).sum() / grid.shape[1])
+    return _shortfall(grid, before) - _shortfall(grid, after)
+
+
+def _shortfall(grid: np.ndarray, allocation: float) -> float:
+    """Mean over the equal-probability levels of the demand above ``allocation``, summed over steps."""
+    return float(np.maximum(grid - allocation, 0.0).sum() / grid.shape[1])
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """A trace on one time grid: every VM's CPU and memory demand as rows of (N, T) matrices.
 
 Column ``t`` is the slot ``[start + t*300, start + (t+1)*300)`` of the whole trace. A VM's row is NaN
-before its first and after its last sample; gaps inside are forward-filled (the format's rule).
+before its first and after its last sample; gaps inside are forward-filled by the trace reader
+(the format's rule), memory from the last known value.
 Each VM's first ``warmup_days`` (from its own first sample) are warm-up: policies may learn from
 them, they are not scored.
 """
@@ -54,12 +55,6 @@ class ReplayTrace:
         """(N,) True where the VM has a memory size and memory samples."""
         return ~np.isnan(self.max_mem_mib) & ~np.all(np.isnan(self.memory), axis=1)
 
-    def subset(self, rows: np.ndarray | list[int]) -> "ReplayTrace":
-        rows = np.asarray(rows)
-        return ReplayTrace(tuple(self.vm_ids[i] for i in rows), self.start_ts, self.cpu[rows], self.memory[rows],
-                           self.max_vcpus[rows], self.max_mem_mib[rows], self.first[rows], self.last[rows],
-                           self.warmup_steps)
-
 
 def load_replay_trace(trace_dir: str | Path, warmup_days: float = 7.0, vm_ids: list[str] | None = None,
                       max_days: float | None = None) -> ReplayTrace:
@@ -92,18 +87,7 @@ def load_replay_trace(trace_dir: str | Path, warmup_days: float = 7.0, vm_ids: l
         cpu[i, slots] = np.asarray(t.cpu_cores)[keep]
         memory[i, slots] = np.asarray(t.mem_mib)[keep]
         first[i], last[i] = slots[0], slots[-1]
-    cpu = _fill_rows(cpu, first, last)
-    memory = _fill_rows(memory, first, last)
     max_mem = np.array([np.nan if v.max_mem_mib is None else float(v.max_mem_mib) for v in traces.values()])
     return ReplayTrace(tuple(traces), start, cpu, memory, np.array([float(v.max_vcpus) for v in traces.values()]),
                        max_mem, first, last, int(round(warmup_days * DAY_STEPS)))
 
-
-def _fill_rows(x: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Forward-fill NaN gaps of each row between its first and last slot."""
-    t = np.arange(x.shape[1])
-    idx = np.where(~np.isnan(x), t, -1)
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    filled = np.where(idx >= 0, x[np.arange(len(x))[:, None], np.maximum(idx, 0)], np.nan)
-    alive = (t >= first[:, None]) & (t <= last[:, None])
-    return np.where(alive, filled, np.nan)
