@@ -44,7 +44,11 @@ def target_from_pb(shape: model_pb2.Shape) -> TargetShape:
 
 
 class CommandApplier:
-    """Turns a ``presculpt.v1.Command`` into guarded hypervisor calls and a ``CommandOutcome``."""
+    """Turns a ``presculpt.v1.Command`` into guarded hypervisor calls and a ``CommandOutcome``.
+
+    ``clock`` is the coordinator's time (deadlines, ``finished_at``); the guard judges the guests'
+    balloon statistics against the host's own time, the resizer's clock.
+    """
 
     def __init__(
         self,
@@ -111,7 +115,7 @@ class CommandApplier:
         if target.memory_mib is not None and target.memory_mib < domain.memory_mib:
             cfg = self.resizer.guard.config
             least = math.ceil(domain.memory_mib * (1 - cfg.max_memory_shrink_fraction))
-            floor = self.resizer.guard.memory_floor_mib(domain, self.clock())
+            floor = self.resizer.guard.memory_floor_mib(domain, self.resizer.clock())  # the host's time
             memory = max(target.memory_mib, least, floor)
             step = TargetShape(vcpus=target.vcpus, cpu_cores=target.cpu_cores,
                                memory_mib=min(memory, domain.memory_mib))

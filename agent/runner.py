@@ -211,7 +211,7 @@ class AgentRunner:
         if down < self.config.stream.local_safety_after_s:
             return
         self.refresh_inventory(force=True)  # fresh balloon statistics
-        actions = safety_actions(self._domains, self.resizer.guard, self.clock())
+        actions = safety_actions(self._domains, self.resizer.guard, self.resizer.clock())  # the host's time
         for action in actions:
             log.warning("coordinator unreachable for %.0f s: %s", down, action.reason)
             try:
