@@ -98,6 +98,12 @@ class Report:
     def step(self) -> int | None:
         return self.integer("step")
 
+    @property
+    def started(self) -> bool | None:
+        """False while the guest's load waits for its start signal (None: not reported)."""
+        value = self.integer("started")
+        return None if value is None else value != 0
+
 
 @dataclass(frozen=True)
 class SeenReport:

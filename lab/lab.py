@@ -1,8 +1,9 @@
 """The local lab: a few tiny real guests that run guestd, for tests, benchmarks and the demo.
 
-:class:`Lab` boots guests named ``presculpt-lab-1..N`` through a :class:`Hypervisor` (passed in;
-this module never imports libvirt), marks them with Presculpt metadata so :meth:`Lab.down`
-removes only its own, and reads what each guest reports about itself on its serial console.
+:class:`Lab` boots guests named ``presculpt-lab-1..N`` (or ``<name_prefix>1..N``) through a
+:class:`Hypervisor` (passed in; this module never imports libvirt), marks them with Presculpt
+metadata so :meth:`Lab.down` removes only its own, and reads what each guest reports about itself
+on its serial console.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from presculpt.lab.loadspec import LoadSpec, constant_load
 log = logging.getLogger(__name__)
 
 NAME_PREFIX = "presculpt-lab-"
+DEFAULT_START_TIMEOUT_S = 60.0  # a start signal reaches a guest in milliseconds; this is for a busy host
 DEFAULT_READY_TIMEOUT_S = 300.0  # TCG guests on a busy 2-core host boot slowly
 LOCAL_URIS = ("qemu:///system", "qemu:///session")
 READY_POLL_S = 0.05
@@ -63,7 +65,12 @@ class GuestShape:
 
 
 class Lab:
-    """Lab guests on one hypervisor. Files live under ``cache_dir`` (readable by QEMU)."""
+    """Lab guests on one hypervisor. Files live under ``cache_dir`` (readable by QEMU).
+
+    The lab manages the lab guests whose names start with ``name_prefix``: the default
+    ``presculpt-lab-`` covers every lab (``presculpt-lab-demo-`` guests of the demo too), a longer
+    prefix only its own, so that the demo's lab leaves the test suite's alone and vice versa.
+    """
 
     def __init__(
         self,
@@ -73,9 +80,13 @@ class Lab:
         image_provider: Callable[[Path], GuestImage] = ensure_image,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        name_prefix: str = NAME_PREFIX,
     ) -> None:
+        if not name_prefix.startswith(NAME_PREFIX):
+            raise ValueError(f"a lab's name prefix must start with {NAME_PREFIX!r}, got {name_prefix!r}")
         self.hypervisor = hypervisor
         self.cache_dir = Path(cache_dir)
+        self.name_prefix = name_prefix
         self._image_provider = image_provider
         self._clock = clock
         self._sleep = sleep
@@ -102,12 +113,13 @@ class Lab:
         """Replace any lab guests by ``count`` new ones and wait until each reports READY.
 
         ``loads`` is one spec for every guest or one per guest (default: idle).
-        Returns the guest names, ``presculpt-lab-1`` to ``presculpt-lab-<count>``.
+        Returns the guest names, ``presculpt-lab-1`` to ``presculpt-lab-<count>`` (with the
+        lab's ``name_prefix``).
         """
         if count < 1:
             raise LabError("the lab needs at least one guest")
         specs = self._loads_per_guest(count, loads)
-        names = [f"{NAME_PREFIX}{i}" for i in range(1, count + 1)]
+        names = [f"{self.name_prefix}{i}" for i in range(1, count + 1)]
         self._check_names_free(names)
         image = self._image_provider(self.cache_dir)
         self.down()
@@ -160,7 +172,7 @@ class Lab:
             (self.cache_dir / "console", ".log"),
         ):
             if directory.is_dir():
-                for path in directory.glob(f"{NAME_PREFIX}*{suffix}"):
+                for path in directory.glob(f"{self.name_prefix}*{suffix}"):
                     path.unlink(missing_ok=True)
         return removed
 
@@ -214,6 +226,28 @@ class Lab:
         return wait_for_report(
             self.console_path(name), predicate, after_offset=after_offset, timeout_s=timeout_s
         )
+
+    def start_loads(
+        self, names: Sequence[str], *, timeout_s: float = DEFAULT_START_TIMEOUT_S
+    ) -> dict[str, SeenReport]:
+        """Start the loads of guests booted with ``start_on_nmi`` specs at one instant: inject an
+        NMI into each (back to back), then wait until each reports its start. Returns each
+        guest's first started report; ``seen_at`` tells how late the host saw it."""
+        offsets = {name: self.console_offset(name) for name in names}
+        for name in names:
+            self.hypervisor.inject_nmi(name)
+        seen = {}
+        for name in names:
+            try:
+                seen[name] = self.wait_for_report(
+                    name, lambda r: bool(r.started), after_offset=offsets[name], timeout_s=timeout_s
+                )
+            except ReportTimeout:
+                raise LabError(
+                    f"{name} did not report the start of its load within {timeout_s:.0f} s "
+                    f"(see {self.console_path(name)})"
+                ) from None
+        return seen
 
     def wait_ready(self, name: str, *, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> SeenReport:
         """Wait for the guest's READY line."""
@@ -276,7 +310,8 @@ class Lab:
 
     # -- helpers -----------------------------------------------------------------------------
     def _lab_domains(self) -> list[DomainInfo]:
-        return [d for d in self.hypervisor.list_domains() if is_lab_domain(d.metadata)]
+        return [d for d in self.hypervisor.list_domains()
+                if is_lab_domain(d.metadata) and d.name.startswith(self.name_prefix)]
 
     def _check_names_free(self, names: Sequence[str]) -> None:
         foreign = {

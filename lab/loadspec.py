@@ -30,7 +30,9 @@ class LoadSpec:
     """Steps of demand, each lasting ``seconds_per_step`` (0: the first step holds forever).
 
     After the last step the guest holds it, or starts over when ``repeat`` is set. guestd never
-    allocates memory below ``mem_reserve_mib`` of MemAvailable.
+    allocates memory below ``mem_reserve_mib`` of MemAvailable. With ``start_on_nmi`` the guest
+    holds the first step until the host injects an NMI (:meth:`Lab.start_loads`), so that the
+    schedules of guests that booted at different times start at one instant.
     """
 
     steps: tuple[LoadStep, ...]
@@ -38,6 +40,7 @@ class LoadSpec:
     repeat: bool = False
     label: str = "constant"
     mem_reserve_mib: int = DEFAULT_MEM_RESERVE_MIB
+    start_on_nmi: bool = False
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -61,6 +64,8 @@ class LoadSpec:
             f"repeat {int(self.repeat)}",
             f"mem_reserve_mib {self.mem_reserve_mib}",
         ]
+        if self.start_on_nmi:
+            lines.append("start_on_nmi 1")
         lines += [f"step {s.cpu_cores:.4f} {s.mem_mib}" for s in self.steps]
         return "\n".join(lines) + "\n"
 
@@ -85,6 +90,7 @@ class LoadSpec:
             repeat=values.get("repeat", "0") not in ("0", ""),
             label=values.get("label", "constant"),
             mem_reserve_mib=int(values.get("mem_reserve_mib", DEFAULT_MEM_RESERVE_MIB)),
+            start_on_nmi=values.get("start_on_nmi", "0") not in ("0", ""),
         )
 
     def archive(self) -> bytes:
@@ -117,6 +123,7 @@ def trace_load(
     start_offset_s: float = 0.0,
     max_steps: int | None = None,
     repeat: bool = False,
+    start_on_nmi: bool = False,
 ) -> LoadSpec:
     """The load of one trace VM, scaled to a lab guest and compressed in time.
 
@@ -150,4 +157,5 @@ def trace_load(
         )
         steps.append(LoadStep(round(cpu, 4), mem))
     label = re.sub(r"\s+", "_", f"trace:{trace.vm_id}@{int(trace.ts[first])}")[:127]
-    return LoadSpec(tuple(steps), seconds_per_step=seconds_per_step, repeat=repeat, label=label)
+    return LoadSpec(tuple(steps), seconds_per_step=seconds_per_step, repeat=repeat, label=label,
+                    start_on_nmi=start_on_nmi)

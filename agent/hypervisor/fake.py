@@ -263,6 +263,10 @@ class FakeHypervisor:
         self.calls.append(("resume", name))
         dom.state = "running"
 
+    def inject_nmi(self, name: str) -> None:
+        self._running(name, f"inject an NMI into {name}")
+        self.calls.append(("inject_nmi", name))
+
     def managed_save(self, name: str) -> None:
         dom = self._running(name, f"save {name}")
         self.calls.append(("managed_save", name))

@@ -321,6 +321,9 @@ class LibvirtHypervisor:
     def resume(self, name: str) -> None:
         self._call(f"resume {name}", lambda conn: self._domain(conn, name).resume())
 
+    def inject_nmi(self, name: str) -> None:
+        self._call(f"inject an NMI into {name}", lambda conn: self._domain(conn, name).injectNMI(0))
+
     def managed_save(self, name: str) -> None:
         self._call(f"save {name}", lambda conn: self._domain(conn, name).managedSave(0))
 

@@ -7,19 +7,23 @@
  *
  *   PRESCULPT-REPORT seq=12 uptime_ms=... reason=tick online_cpus=2 mem_total_kib=...
  *     mem_available_kib=... load_cores=0.98 work_rate=123456 demand_cores=1.000
- *     demand_mem_mib=100 mem_held_mib=100 step=3
+ *     demand_mem_mib=100 mem_held_mib=100 step=3 started=1
  *
  * load_cores is measured from /proc/stat (busy jiffies per second, all CPUs); work_rate is loop
  * iterations per second summed over the workers, so a CPU quota the host imposes shows as a drop
  * in work_rate at the same demand. A PRESCULPT-READY line with the same fields is printed once at
- * start. Run as PID 1 it forks the agent and restarts it should it die (e.g. killed by the OOM
- * killer), printing a PRESCULPT-EVENT line.
+ * start. started=0 while a spec with start_on_nmi waits for its start (it holds the first step
+ * meanwhile); the schedule starts when the guest receives an NMI (virsh inject-nmi: a host can so
+ * start the loads of several guests at one instant, whenever each booted) or, for tests on a host,
+ * SIGUSR1, and a report with reason=start is printed at once. Run as PID 1 it forks the agent and
+ * restarts it should it die (e.g. killed by the OOM killer), printing a PRESCULPT-EVENT line.
  *
  * Load spec (text, one directive per line, '#' comments):
  *   label NAME                 free text without spaces, echoed in the READY line
  *   seconds_per_step 2.5       how long each step lasts (0: the first step forever)
  *   repeat 1                   start over after the last step (default: hold the last step)
  *   mem_reserve_mib 32         never allocate below this much MemAvailable
+ *   start_on_nmi 1             hold the first step until an NMI (or SIGUSR1) starts the schedule
  *   step CPU_CORES MEM_MIB     one step of demand (repeatable, in order)
  *
  * Usage: guestd [-n] [SPEC]   (-n: leave CPUs offline, for running it on a host in tests)
@@ -53,6 +57,8 @@
 #define MEM_STEP_CHUNKS 32         /* at most this many chunks allocated per memory tick */
 #define RETOUCH_NS 5000000000LL    /* re-touch every held page this often */
 #define WORKER_NICE 10             /* workers yield to the reporting loop */
+#define WAIT_POLL_NS 20000000LL    /* how often a guest waiting for its start looks for it: 20 ms
+                                      * (/proc/interrupts is costly under TCG: ~1 ms of CPU a read) */
 
 struct step {
     double cpu_cores;
@@ -64,9 +70,10 @@ static struct {
     double seconds_per_step;
     int repeat;
     double mem_reserve_mib;
+    int start_on_nmi;
     struct step *steps;
     size_t nsteps;
-} spec = {"none", 0.0, 0, 32.0, NULL, 0};
+} spec = {"none", 0.0, 0, 32.0, 0, NULL, 0};
 
 /* Shared between threads; read and written with __atomic builtins. */
 static int g_active_workers;    /* workers allowed to run (== online CPUs) */
@@ -75,6 +82,8 @@ static int g_demand_mem_mib;    /* memory the memory thread should hold */
 static int g_held_mib;          /* memory the memory thread holds now */
 static int g_nworkers;          /* threads started */
 static int g_online_cpus = 1;   /* online hot-plugged CPUs (off with -n) */
+static volatile sig_atomic_t g_start_signal; /* SIGUSR1 received: start the schedule */
+static int g_restarted;         /* the supervisor restarted the agent (its start came before) */
 
 struct worker {
     uint64_t iterations;
@@ -159,6 +168,8 @@ static void load_spec(const char *path)
             spec.repeat = i != 0;
         } else if (sscanf(p, "mem_reserve_mib %lf", &a) == 1) {
             spec.mem_reserve_mib = a < 0 ? 0 : a;
+        } else if (sscanf(p, "start_on_nmi %d", &i) == 1) {
+            spec.start_on_nmi = i != 0;
         } else if (sscanf(p, "label %127s", word) == 1) {
             snprintf(spec.label, sizeof spec.label, "%s", word);
         } else {
@@ -290,6 +301,36 @@ static void read_cpu_jiffies(uint64_t *busy, uint64_t *total)
     uint64_t all = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
     *busy = all - idle;
     *total = all;
+}
+
+/* NMIs received by all CPUs so far (the "NMI:" row of /proc/interrupts); 0 when unreadable. */
+static uint64_t nmi_count(void)
+{
+    static char buf[65536];
+    if (read_file("/proc/interrupts", buf, sizeof buf) < 0)
+        return 0;
+    char *p = strstr(buf, "\nNMI:");
+    if (!p)
+        return 0;
+    p += 5;
+    uint64_t sum = 0;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        char *end;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p)
+            break;
+        sum += v;
+        p = end;
+    }
+    return sum;
+}
+
+static void on_start_signal(int sig)
+{
+    (void)sig;
+    g_start_signal = 1;
 }
 
 /* ---- CPU load --------------------------------------------------------------------------- */
@@ -433,14 +474,14 @@ static struct sample take_sample(void)
 
 static void report(const char *tag, unsigned long seq, const char *reason, int cpus,
                    struct meminfo m, double load_cores, double work_rate, double demand_cores,
-                   double demand_mem_mib, long step)
+                   double demand_mem_mib, long step, int started)
 {
     emit("%s seq=%lu uptime_ms=%lld reason=%s online_cpus=%d mem_total_kib=%ld "
          "mem_available_kib=%ld load_cores=%.3f work_rate=%.0f demand_cores=%.3f "
-         "demand_mem_mib=%.0f mem_held_mib=%d step=%ld%s%s",
+         "demand_mem_mib=%.0f mem_held_mib=%d step=%ld started=%d%s%s",
          tag, seq, (long long)(now_ns(CLOCK_BOOTTIME) / 1000000), reason, cpus, m.total_kib,
          m.available_kib, load_cores, work_rate, demand_cores, demand_mem_mib,
-         __atomic_load_n(&g_held_mib, __ATOMIC_RELAXED), step,
+         __atomic_load_n(&g_held_mib, __ATOMIC_RELAXED), step, started,
          strcmp(tag, "PRESCULPT-READY") == 0 ? " label=" : "",
          strcmp(tag, "PRESCULPT-READY") == 0 ? spec.label : "");
 }
@@ -448,11 +489,16 @@ static void report(const char *tag, unsigned long seq, const char *reason, int c
 static int run_agent(const char *spec_path)
 {
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_start_signal);
     load_spec(spec_path);
     online_offline_cpus();
 
     const long hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
-    const int64_t start = now_ns(CLOCK_MONOTONIC);
+    int64_t start = now_ns(CLOCK_MONOTONIC);
+    /* With start_on_nmi the first step holds until an NMI (or SIGUSR1) arrives; an agent the
+     * supervisor restarted starts at once (its start signal came before it died). */
+    int started = !spec.start_on_nmi || g_restarted;
+    const uint64_t nmi_base = started ? 0 : nmi_count();
     long step = step_at(0);
     double demand_cores = step >= 0 ? spec.steps[step].cpu_cores : 0.0;
     double demand_mem = step >= 0 ? spec.steps[step].mem_mib : 0.0;
@@ -472,28 +518,42 @@ static int run_agent(const char *spec_path)
     unsigned long seq = 0;
     double load_cores = 0.0, work_rate = 0.0;
     report("PRESCULPT-READY", seq++, "ready", cpus, mem, load_cores, work_rate, demand_cores,
-           demand_mem, step);
+           demand_mem, step, started);
     struct sample last = take_sample();
     int64_t next_tick = start + POLL_NS;
     int64_t next_report = start + REPORT_NS;
     for (;;) {
-        sleep_until(next_tick);
-        next_tick += POLL_NS;
+        /* While waiting for the start, look for it every WAIT_POLL_NS (a few ms late at most). */
+        while (!started && now_ns(CLOCK_MONOTONIC) < next_tick) {
+            int64_t wake = now_ns(CLOCK_MONOTONIC) + WAIT_POLL_NS;
+            sleep_until(wake < next_tick ? wake : next_tick);
+            if (g_start_signal || nmi_count() > nmi_base)
+                break;
+        }
+        if (started)
+            sleep_until(next_tick);
         int64_t now = now_ns(CLOCK_MONOTONIC);
+        next_tick += POLL_NS;
         if (next_tick < now)
             next_tick = now + POLL_NS;
 
         const char *reason = NULL;
-        if (online_offline_cpus() > 0)
+        if (!started && (g_start_signal || nmi_count() > nmi_base)) {
+            started = 1;
+            start = now;
+            next_tick = now + POLL_NS;
+            reason = "start";
+        }
+        if (online_offline_cpus() > 0 && !reason)
             reason = "cpus";
         int new_cpus = online_cpus();
-        if (new_cpus != cpus)
+        if (new_cpus != cpus && !reason)
             reason = "cpus";
         struct meminfo new_mem = read_meminfo();
         if (new_mem.total_kib != mem.total_kib && !reason)
             reason = "mem";
 
-        long new_step = step_at(now - start);
+        long new_step = started ? step_at(now - start) : step_at(0);
         if (new_step != step || new_cpus != cpus) {
             step = new_step;
             demand_cores = step >= 0 ? spec.steps[step].cpu_cores : 0.0;
@@ -518,7 +578,7 @@ static int run_agent(const char *spec_path)
         }
         if (reason)
             report("PRESCULPT-REPORT", seq++, reason, cpus, mem, load_cores, work_rate,
-                   demand_cores, demand_mem, step);
+                   demand_cores, demand_mem, step, started);
     }
     return 0;
 }
@@ -548,6 +608,7 @@ static int supervise(const char *spec_path)
                 break;
         }
         sleep(1);
+        g_restarted = 1;
     }
 }
 

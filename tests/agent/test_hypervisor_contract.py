@@ -94,6 +94,15 @@ def test_lifecycle_and_metadata(hypervisor):
         hypervisor.domain_info("extra")
 
 
+def test_nmi_reaches_running_domains_only(hypervisor):
+    hypervisor.inject_nmi("guest-a")
+    hypervisor.destroy("guest-b")
+    with pytest.raises(InvalidOperation):
+        hypervisor.inject_nmi("guest-b")
+    with pytest.raises(DomainNotFound):
+        hypervisor.inject_nmi("nope")
+
+
 def test_counters_cover_active_domains(hypervisor):
     names = {c.name for c in hypervisor.domain_counters()}
     assert names == {"guest-a", "guest-b"}

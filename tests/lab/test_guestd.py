@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -66,6 +67,36 @@ def test_guestd_follows_its_steps_and_reports(guestd: Path, tmp_path: Path) -> N
     assert [r.seq for r in reports] == list(range(len(reports)))
     last = ticks[-1]
     assert last.step == 1 and last.demand_cores == 0
+
+
+def test_guestd_holds_the_first_step_until_its_start_signal(guestd: Path, tmp_path: Path) -> None:
+    spec = LoadSpec((LoadStep(0.0, 0), LoadStep(0.2, 4)), seconds_per_step=0.5, start_on_nmi=True)
+    spec_path = tmp_path / "load.spec"
+    spec_path.write_text(spec.render())
+    proc = subprocess.Popen([str(guestd), "-n", str(spec_path)], stdout=subprocess.PIPE, text=True)
+    reports: list[Report] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            report = parse_line(line)
+            if report is None:
+                continue
+            reports.append(report)
+            ticks = [r for r in reports if r.reason == "tick"]
+            if len(ticks) == 2 and not any(r.started for r in reports):
+                signalled = time.monotonic()
+                proc.send_signal(signal.SIGUSR1)  # on a host, the stand-in for an NMI
+            if report.step == 1 or len(reports) > 40:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    waiting = [r for r in reports if not r.started]
+    assert waiting and all(r.step == 0 for r in waiting)  # 2 s held at the first step, not 4 steps on
+    start = next(r for r in reports if r.started)
+    assert start.reason == "start" and start.step == 0
+    assert reports[-1].step == 1 and reports[-1].started
+    assert time.monotonic() - signalled < 5
 
 
 def test_guestd_without_spec_reports_idle(guestd: Path, tmp_path: Path) -> None:

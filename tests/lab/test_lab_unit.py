@@ -26,6 +26,7 @@ class SimulatedGuests(FakeHypervisor):
         super().__init__()
         self.boots = boots
         self.seq: dict[str, int] = {}
+        self.started: set[str] = set()
 
     def console(self, name: str) -> Path:
         root = ET.fromstring(self.domain_xml(name))
@@ -44,9 +45,14 @@ class SimulatedGuests(FakeHypervisor):
                 f"{tag} seq={self.seq[name]} reason={reason} online_cpus={info.vcpus} "
                 f"mem_total_kib={info.memory_mib * 1024 - 65536} mem_available_kib=300000 "
                 f"load_cores=0.5 work_rate=1000 demand_cores=0.5 demand_mem_mib=10 "
-                f"mem_held_mib=10 step=0\n"
+                f"mem_held_mib=10 step=0 started={int(name in self.started)}\n"
             )
         self.seq[name] += 1
+
+    def inject_nmi(self, name: str) -> None:
+        super().inject_nmi(name)
+        self.started.add(name)
+        self.say(name, reason="start")
 
     def tick(self) -> None:
         for info in self.list_domains():
@@ -74,7 +80,7 @@ def guests() -> SimulatedGuests:
     return hv
 
 
-def make_lab(guests: SimulatedGuests, tmp_path: Path) -> tuple[Lab, FakeTime]:
+def make_lab(guests: SimulatedGuests, tmp_path: Path, **options) -> tuple[Lab, FakeTime]:
     base = tmp_path / "base.img"
     base.write_bytes(BASE)
     image = GuestImage("9.9.9", tmp_path / "vmlinuz", base, "key", ("virtio",))
@@ -85,6 +91,7 @@ def make_lab(guests: SimulatedGuests, tmp_path: Path) -> tuple[Lab, FakeTime]:
         image_provider=lambda _cache: image,
         clock=fake_time.clock,
         sleep=fake_time.sleep,
+        **options,
     )
     return lab, fake_time
 
@@ -140,6 +147,30 @@ def test_up_replaces_lab_guests_and_down_removes_only_ours(
     assert not lab.initrd_path("presculpt-lab-1").exists()
     assert not lab.console_path("presculpt-lab-1").exists()
     assert lab.status() == []
+
+
+def test_a_lab_with_its_own_prefix_leaves_other_labs_alone(
+    guests: SimulatedGuests, tmp_path: Path
+) -> None:
+    lab, _ = make_lab(guests, tmp_path)
+    demo, _ = make_lab(guests, tmp_path, name_prefix="presculpt-lab-demo-")
+    lab.up(1)
+    assert demo.up(2) == ["presculpt-lab-demo-1", "presculpt-lab-demo-2"]
+    assert lab.guests() == ["presculpt-lab-1", "presculpt-lab-demo-1", "presculpt-lab-demo-2"]
+    assert demo.down() == ["presculpt-lab-demo-1", "presculpt-lab-demo-2"]
+    assert lab.guests() == ["presculpt-lab-1"] and lab.console_path("presculpt-lab-1").exists()
+    with pytest.raises(ValueError, match="must start with"):
+        make_lab(guests, tmp_path, name_prefix="other-")
+
+
+def test_start_loads_signals_every_guest_and_waits_for_its_start(
+    guests: SimulatedGuests, tmp_path: Path
+) -> None:
+    lab, _ = make_lab(guests, tmp_path)
+    names = lab.up(2)
+    seen = lab.start_loads(names)
+    assert [c for c in guests.calls if c[0] == "inject_nmi"] == [("inject_nmi", n) for n in names]
+    assert all(seen[n].report.started and seen[n].report.reason == "start" for n in names)
 
 
 def test_up_refuses_to_replace_a_foreign_domain(guests: SimulatedGuests, tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ def test_round_trip_of_a_stepped_spec() -> None:
     )
     assert LoadSpec.parse(spec.render()) == spec
     assert spec.duration_s == 3.0
+    waiting = LoadSpec((LoadStep(1.0, 0),), seconds_per_step=2, start_on_nmi=True)
+    assert "start_on_nmi 1\n" in waiting.render()
+    assert LoadSpec.parse(waiting.render()) == waiting
+    assert "start_on_nmi" not in spec.render()
 
 
 def test_invalid_specs_are_refused() -> None:
