@@ -116,8 +116,12 @@ def command_kind(action: Action) -> str:
 
 
 def target_shape(action: Action) -> Shape:
-    t = action.target
-    return Shape(vcpus=t.vcpus, cpu_cores=round(t.cpu_cores, 3), memory_mib=int(round(t.memory_mib)))
+    """The command's target. Fewer vCPUs are not named: the agent then picks ceil(cores) vCPUs, as the
+    planner does, or, where it cannot unplug vCPUs live (TCG), keeps them and caps them through the
+    quota; naming them would make its guard refuse the whole command."""
+    t, p = action.target, action.previous
+    return Shape(vcpus=t.vcpus if t.vcpus >= p.vcpus else None, cpu_cores=round(t.cpu_cores, 3),
+                 memory_mib=int(round(t.memory_mib)))
 
 
 class PlannerService:

@@ -27,7 +27,7 @@ from presculpt.coordinator.config import (
 )
 from presculpt.coordinator.model import ForecastRecord, HostRecord, MetricBatch, SampleRow, Shape, VmRecord
 from presculpt.coordinator.planner.model import PlannerConfig
-from presculpt.coordinator.planning import PlanRun, command_kind
+from presculpt.coordinator.planning import PlanRun, command_kind, target_shape
 from presculpt.v1 import api_pb2, api_pb2_grpc
 
 from .conftest import CoordinatorThread, coordinator_config, wait_until
@@ -242,6 +242,17 @@ def test_command_kinds():
     for kind in ("downgrade", "reclaim", "swap", "throttle"):
         assert command_kind(Action("u", "h", kind, small, big, "")) == "downgrade"
     assert command_kind(Action("u", "h", "throttle", grow_cpu_shrink_memory, small, "")) == "resize"
+
+
+def test_command_targets_name_vcpus_only_when_they_grow():
+    from presculpt.coordinator.planner.model import Action, Allocation
+
+    two = Allocation(2, 2.0, 1024.0)
+    # Fewer vCPUs are left to the agent, which caps them through the quota where it cannot unplug (TCG).
+    assert target_shape(Action("u", "h", "downgrade", Allocation(1, 0.5, 1024.0), two, "")) == Shape(
+        vcpus=None, cpu_cores=0.5, memory_mib=1024)
+    assert target_shape(Action("u", "h", "presculpt", Allocation(3, 2.5, 1024.0), two, "")) == Shape(
+        vcpus=3, cpu_cores=2.5, memory_mib=1024)
 
 
 # -- GetPlan and `presculpt plan` ---------------------------------------------------------------------
