@@ -33,12 +33,16 @@ PLAN_DELAY_S = 60.0
 
 
 class CoordinatorRoutines:
+    """The jobs. ``clock`` is the time the jobs work in (Unix seconds); ``schedule_clock`` the wall
+    clock APScheduler's triggers run on, the same unless time is scaled (the demo's trace clock)."""
+
     def __init__(self, store: MetricStore, dispatcher: Dispatcher, clock: Callable[[], float] = time.time,
                  forecasts: "ForecastService | None" = None, events: EventBus | None = None,
-                 planner: PlannerService | None = None):
+                 planner: PlannerService | None = None, schedule_clock: Callable[[], float] | None = None):
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
+        self.schedule_clock = schedule_clock or clock
         self.forecasts = forecasts
         self.events = events
         self.planner = planner
@@ -131,7 +135,7 @@ class CoordinatorRoutines:
     def first_plan(self, every_s: float) -> datetime:
         """The planner's first run: ``PLAN_DELAY_S`` (at most half an interval) after the forecast
         job's first run when both run as often, so that each plan sees the forecasts of its step."""
-        at = self.clock() + every_s + min(PLAN_DELAY_S, every_s / 2)
+        at = self.schedule_clock() + every_s + min(PLAN_DELAY_S, every_s / 2)
         return datetime.fromtimestamp(at, timezone.utc)
 
     def first_retrain(self, every_s: float) -> datetime:
@@ -139,7 +143,7 @@ class CoordinatorRoutines:
         coordinator restarted in between (so restarts more frequent than retrains do not starve
         it); without any version, shortly after start."""
         assert self.forecasts is not None
-        now = self.clock()
+        now = self.schedule_clock()  # model versions are stamped with the wall clock
         last = self.forecasts.last_trained_at()
         at = now + FIRST_RETRAIN_DELAY_S if last is None else max(now + FIRST_RETRAIN_DELAY_S, last + every_s)
         log.info("next model retrain at %s", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)))

@@ -61,7 +61,10 @@ class CoordinatorServer:
         config: CoordinatorConfig,
         store: MetricStore | None = None,
         clock: Callable[[], float] = time.time,
+        schedule_clock: Callable[[], float] | None = None,
     ):
+        """``clock`` is the coordinator's time; ``schedule_clock`` the wall clock its job triggers run
+        on (default: ``clock``; they differ only when time is scaled, see presculpt.timescale)."""
         self.config = config
         self.clock = clock
         self.store: MetricStore = store or SqliteMetricStore(config.db, config.store)
@@ -78,7 +81,7 @@ class CoordinatorServer:
                                       submit=lambda command: self.api.submit(command),
                                       command_timeout_s=config.dispatch.default_timeout_s)
         self.routines = CoordinatorRoutines(self.store, self.dispatcher, clock, self.forecasts, self.events,
-                                            self.planner)
+                                            self.planner, schedule_clock)
         self.api = CoordinatorApi(self.store, self.registry, self.dispatcher, self.events, config,
                                   self.metrics, clock, self.forecasts, self.planner)
         self.port = 0
@@ -122,6 +125,12 @@ class CoordinatorServer:
         host = cfg.listen.rpartition(":")[0]
         log.info("coordinator listening on %s:%d (store %s)", host, self.port, cfg.db)
         return self.port
+
+    def next_run(self, job_id: str) -> float | None:
+        """When the scheduled job ``job_id`` (rollup, forecast, plan...) runs next, in Unix seconds of
+        the schedule clock; None when it is not scheduled. Call on the event loop."""
+        job = self._scheduler.get_job(job_id) if self._scheduler is not None else None
+        return job.next_run_time.timestamp() if job is not None and job.next_run_time is not None else None
 
     async def stop(self, grace_s: float = 2.0) -> None:
         if self._health is not None:

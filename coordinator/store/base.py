@@ -46,6 +46,12 @@ class MetricStore(Protocol):
         """``submit_batch`` and wait."""
         ...
 
+    def import_rollups(self, host: str, rows: Sequence[RollupRow]) -> int:
+        """Store roll-ups of history kept elsewhere (an older store, a trace) for VMs of ``host``
+        the store knows (by ``uuid``), replacing buckets of the same start; metrics missing from a
+        row's stats are unknown. Returns the rows stored; raises StoreError naming an unknown VM."""
+        ...
+
     # -- reads ---------------------------------------------------------------------------
     def last_seq(self, agent_id: str) -> int:
         """The highest batch seq stored for this agent (0: none)."""

@@ -366,6 +366,24 @@ class SqliteMetricStore:
 
         self._call(apply)
 
+    def import_rollups(self, host: str, rows: Sequence[RollupRow]) -> int:
+        none = Stat(None, None, None)
+
+        def write(conn: sqlite3.Connection) -> int:
+            ids = dict(conn.execute("SELECT uuid, id FROM vms WHERE host = ? AND present = 1", (host,)))
+            values = []
+            for r in rows:
+                if r.uuid not in ids:
+                    raise StoreError(f"VM {r.uuid} is not in host {host!r}'s inventory; no roll-ups imported")
+                stats = [r.stats.get(m, none) for m in ROLLUP_METRICS]
+                values.append((ids[r.uuid], r.start, r.duration_s, r.count,
+                               *(v for s in stats for v in (s.min, s.mean, s.max))))
+            width = 4 + 3 * len(ROLLUP_METRICS)
+            conn.executemany(f"INSERT OR REPLACE INTO rollups VALUES ({', '.join('?' * width)})", values)
+            return len(values)
+
+        return self._call(write)
+
     # -- reads ---------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -39,6 +39,16 @@ def test_steps_run_directly(tmp_path):
         store.stop()
 
 
+def test_job_triggers_follow_the_schedule_clock_when_time_is_scaled(tmp_path):
+    store = SqliteMetricStore(tmp_path / "m.db")
+    trace_time, wall = 1_376_546_400.0, 1_800_000_000.0
+    routines = CoordinatorRoutines(store, Dispatcher(DispatchConfig()), clock=lambda: trace_time,
+                                   schedule_clock=lambda: wall)
+    assert routines.first_plan(3.0).timestamp() == wall + 3.0 + 1.5
+    assert CoordinatorRoutines(store, Dispatcher(DispatchConfig()), clock=lambda: trace_time).first_plan(
+        300.0).timestamp() == trace_time + 300.0 + 60.0  # one clock: the same as before
+
+
 def test_scheduler_runs_the_jobs(tmp_path):
     config = coordinator_config(tmp_path, store=StoreConfig(rollup_bucket_s=1, rollup_settle_s=0),
                                 jobs=JobsConfig(rollup_every_s=0.2, retention_every_s=0.2, dispatch_tick_s=0.1))
@@ -48,5 +58,8 @@ def test_scheduler_runs_the_jobs(tmp_path):
         store.upsert_inventory(HOST, [VM])
         store.store_batch(batch(1, time.time() - 5))
         wait_until(lambda: store.rollups("h1", "u1", 0, time.time()), what="the scheduled roll-up")
+        assert time.time() - 1 < c.call(lambda: c.server.next_run("rollup")) <= time.time() + 0.3
+        assert c.call(lambda: c.server.next_run("forecast")) is not None  # every 300 s by default
+        assert c.call(lambda: c.server.next_run("nope")) is None
     finally:
         c.stop()

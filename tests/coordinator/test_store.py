@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from presculpt.coordinator.config import StoreConfig
-from presculpt.coordinator.model import HostRecord, HostSampleRow, MetricBatch, SampleRow, VmRecord
-from presculpt.coordinator.store.base import BatchRejected, MetricStore
+from presculpt.coordinator.model import (
+    HostRecord,
+    HostSampleRow,
+    MetricBatch,
+    RollupRow,
+    SampleRow,
+    Stat,
+    VmRecord,
+)
+from presculpt.coordinator.store.base import BatchRejected, MetricStore, StoreError
 from presculpt.coordinator.store.sqlite import SqliteMetricStore
 
 HOST = HostRecord(id="h1", hostname="h1", uri="test:///default", cpus=8, memory_mib=32768)
@@ -121,6 +129,18 @@ def test_rollups_min_mean_max(store):
     assert [row[:2] for row in means[("h1", "u-a")]] == [(0.0, 2.0), (300.0, 5.0)]
     assert set(means) == {("h1", "u-a"), ("h1", "u-b")}
     assert store.rollup_means(["cpu_cores"], 300, 1e9) == {("h1", "u-a"): [(300.0, 5.0)]}
+
+
+def test_imported_history_sits_before_live_roll_ups(store):
+    history = [RollupRow("u-a", 300.0 * i, 300.0, 1, {"cpu_cores": Stat(v, v, v), "memory_used_mib": Stat(9, 9, 9)})
+               for i, v in enumerate((0.5, 1.5))]
+    assert store.import_rollups("h1", history) == 2
+    store.store_batch(batch(1, sample("u-a", 610.0, cpu=3.0)))
+    assert store.compute_rollups(now=1000.0) == 1  # the live bucket only; the history is left as it is
+    means = store.rollup_means(["cpu_cores", "memory_used_mib", "net_rx_bps"], 0, 1e9)[("h1", "u-a")]
+    assert means == [(0.0, 0.5, 9.0, None), (300.0, 1.5, 9.0, None), (600.0, 3.0, 300.0, 1.0)]
+    with pytest.raises(StoreError, match="u-x is not in host 'h1'"):
+        store.import_rollups("h1", [RollupRow("u-x", 0.0, 300.0, 1, {})])
 
 
 def test_late_samples_recompute_their_bucket(store):
