@@ -8,7 +8,7 @@
     presculpt replay                   the planner and today's autoscalers on a real trace
     presculpt bench resize             resize and shadow-activation latency on a real guest
     presculpt bench forecast           how fast the forecaster predicts for many series
-    presculpt demo                     the main job: the lab plus a live resize, seen from inside
+    presculpt demo                     the main job: real guests forecast and reshaped live (make demo)
 """
 
 from __future__ import annotations
