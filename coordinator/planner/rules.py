@@ -148,8 +148,11 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
                   f"(P(demand > allocation) = {confidence:.2f})")
         return MetricDecision(target, "presculpt", reason, confidence, need, 0, 0)
     if current < floor * 0.999:
+        # Past the floor by the grow headroom, as any grow: a floor that creeps up with what the
+        # guest uses would otherwise be chased by a raise every step.
         why = hard_floor_reason if hard_floor > 0 and floor == hard_floor else "the floor"
-        return MetricDecision(min(floor, ceiling), "presculpt", f"{metric} below {why}: raise to {floor:.3g} {unit}",
+        target = min(floor * (1 + tier.grow_headroom), ceiling)
+        return MetricDecision(target, "presculpt", f"{metric} below {why} ({floor:.3g} {unit}): raise to {target:.3g} {unit}",
                               1.0, need, 0, 0, safety=True)
     idle = memory.idle_steps + 1 if reclaim_idle_steps and need < idle_fraction * ceiling else 0
     below = below_steps + 1 if need < current * (1 - tier.deadband) else 0

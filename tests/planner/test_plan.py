@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -249,9 +250,12 @@ def test_memory_below_the_guest_floor_is_raised():
     for config in (CONFIG, PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=1000.0))):  # a safety raise is never vetoed
         a = only(plan(Snapshot(5, (v,)), config), "vm-1")
         assert a.kind == "presculpt" and not a.vetoed
-        assert a.target.memory_mib == FLOOR
+        assert a.target.memory_mib == math.floor(FLOOR * 1.1)  # the floor plus silver's memory grow headroom
         assert a.confidence == 1.0
         assert "what the guest uses" in a.reason
+    # The guest then uses a few MiB more: its floor creeps up, but stays under the raised memory.
+    raised = replace(v, current=replace(v.current, memory_mib=a.target.memory_mib), memory_used_mib=USED + 8)
+    assert not [x for x in plan(Snapshot(6, (raised,)), CONFIG).actions if x.vm == "vm-1" and x.target.memory_mib != x.previous.memory_mib]
 
 
 def test_swapping_respects_the_memory_floor():
