@@ -67,9 +67,9 @@ class GuestShape:
 class Lab:
     """Lab guests on one hypervisor. Files live under ``cache_dir`` (readable by QEMU).
 
-    The lab manages the lab guests whose names start with ``name_prefix``: the default
-    ``presculpt-lab-`` covers every lab (``presculpt-lab-demo-`` guests of the demo too), a longer
-    prefix only its own, so that the demo's lab leaves the test suite's alone and vice versa.
+    The lab manages the lab guests named ``name_prefix`` followed by a number, and only those: the
+    default lab (``presculpt-lab-1``...) and the demo's (``presculpt-lab-demo-1``...) leave each
+    other's guests alone, so that a test run never removes a running demo's guests or vice versa.
     """
 
     def __init__(
@@ -173,7 +173,8 @@ class Lab:
         ):
             if directory.is_dir():
                 for path in directory.glob(f"{self.name_prefix}*{suffix}"):
-                    path.unlink(missing_ok=True)
+                    if self.owns(path.name.removesuffix(suffix)):
+                        path.unlink(missing_ok=True)
         return removed
 
     def shadow_template(
@@ -309,9 +310,13 @@ class Lab:
         return rows
 
     # -- helpers -----------------------------------------------------------------------------
+    def owns(self, name: str) -> bool:
+        """Whether guest ``name`` belongs to this lab: the prefix followed by a number."""
+        return name.startswith(self.name_prefix) and name[len(self.name_prefix):].isdigit()
+
     def _lab_domains(self) -> list[DomainInfo]:
         return [d for d in self.hypervisor.list_domains()
-                if is_lab_domain(d.metadata) and d.name.startswith(self.name_prefix)]
+                if is_lab_domain(d.metadata) and self.owns(d.name)]
 
     def _check_names_free(self, names: Sequence[str]) -> None:
         foreign = {

@@ -156,7 +156,11 @@ def test_a_lab_with_its_own_prefix_leaves_other_labs_alone(
     demo, _ = make_lab(guests, tmp_path, name_prefix="presculpt-lab-demo-")
     lab.up(1)
     assert demo.up(2) == ["presculpt-lab-demo-1", "presculpt-lab-demo-2"]
-    assert lab.guests() == ["presculpt-lab-1", "presculpt-lab-demo-1", "presculpt-lab-demo-2"]
+    assert lab.guests() == ["presculpt-lab-1"]
+    assert lab.down() == ["presculpt-lab-1"]
+    assert demo.guests() == ["presculpt-lab-demo-1", "presculpt-lab-demo-2"]
+    assert demo.console_path("presculpt-lab-demo-1").exists()
+    lab.up(1)
     assert demo.down() == ["presculpt-lab-demo-1", "presculpt-lab-demo-2"]
     assert lab.guests() == ["presculpt-lab-1"] and lab.console_path("presculpt-lab-1").exists()
     with pytest.raises(ValueError, match="must start with"):
