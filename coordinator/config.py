@@ -112,6 +112,7 @@ class ForecastConfig:
     keep_versions: int = 5  # kept-aside and retired checkpoints kept (each); older ones are deleted
     accuracy_window_s: float = 86400.0  # forecasts made this recently are scored against what happened
     anomaly_steps: int = 6  # demand outside the outer quantiles this many steps in a row is an anomaly
+    empirical_tail: bool = True  # CPU forecasts' upper levels from each VM's own last week (forecast/tail.py)
 
     def __post_init__(self) -> None:
         # The history the model needs before it forecasts a series (numpy only; torch is not loaded).

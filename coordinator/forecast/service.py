@@ -35,6 +35,7 @@ from presculpt.coordinator.forecast.base import (
 from presculpt.coordinator.forecast.baselines import RecentPercentileForecaster
 from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.registry import ModelRegistry, ModelVersion, RegistryError, describe
+from presculpt.coordinator.forecast.tail import calibrate_tail
 from presculpt.coordinator.forecast_view import METRIC_SOURCES
 from presculpt.coordinator.metrics import CoordinatorMetrics
 from presculpt.coordinator.model import ForecastRecord, VmRecord
@@ -243,7 +244,10 @@ class ForecastService:
         recent_grid = {k: {m: v[-history:] for m, v in per.items()} for k, per in grid.items()}
         vm_histories = self._vm_histories(vms, recent_grid, origin)
         agg_histories = self._aggregate_histories(vms, recent_grid, origin)
-        forecasts = self._predict(forecaster, [h for _, h in vm_histories] + [h for _, h in agg_histories])
+        histories = [h for _, h in vm_histories] + [h for _, h in agg_histories]
+        forecasts = self._predict(forecaster, histories)
+        if self.config.empirical_tail:
+            forecasts = [calibrate_tail(h, f) for h, f in zip(histories, forecasts, strict=True)]
         by_key = {f.key: f for f in forecasts}
         stored = self._store(vm_histories, by_key)
         self._keep_aggregates(agg_histories, by_key, now)

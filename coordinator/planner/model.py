@@ -41,6 +41,12 @@ class TierPolicy:
     # The cost model's price of unmet demand, as a multiple of the price of the same allocation.
     # None: quantile / (1 - quantile), the ratio under which provisioning the quantile is optimal.
     violation_penalty: float | None = None
+    # Cost-optimal sizing (CPU): each step provisions the forecast level that minimises allocation +
+    # violation_cost x ceiling x P(demand > allocation), a step of demand above the allocation
+    # costing as much as holding this many times the VM's maximum for a step. Each step then gets
+    # the level its forecast's shape warrants: a high one where the tail is short, a lower one
+    # where covering it would cost more than the violations it avoids. None: ``quantile``.
+    violation_cost: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.quantile < 1.0:
@@ -57,13 +63,15 @@ class TierPolicy:
             raise ValueError(f"tier {self.name!r}: memory_margin must not be negative")
         if self.violation_penalty is not None and self.violation_penalty < 0:
             raise ValueError(f"tier {self.name!r}: violation_penalty must not be negative")
+        if self.violation_cost is not None and not self.violation_cost > 0:
+            raise ValueError(f"tier {self.name!r}: violation_cost must be positive, got {self.violation_cost}")
 
     @functools.cached_property
     def for_memory(self) -> "TierPolicy":
         """This tier as it provisions memory."""
         return replace(self, quantile=self.memory_quantile or self.quantile,
                        margin=self.margin if self.memory_margin is None else self.memory_margin,
-                       memory_quantile=None, memory_margin=None)
+                       memory_quantile=None, memory_margin=None, violation_cost=None)
 
     @property
     def penalty(self) -> float:

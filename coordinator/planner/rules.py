@@ -105,6 +105,26 @@ def _shortfall(grid: np.ndarray, allocation: float) -> float:
     return float(np.maximum(grid - allocation, 0.0).sum() / grid.shape[1])
 
 
+# The levels cost-optimal sizing chooses among: fine to p99, then by tenths of a decade to p99.99.
+_SIZING_LEVELS = np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.geomspace(0.01, 1e-4, 21)[1:]])
+
+
+def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndarray:
+    """The allocation ``tier`` asks for at every step (before the floor): its quantile, or with a
+    ``violation_cost`` the cost-optimal level of each step; plus the tier's margin."""
+    if tier.violation_cost is None:
+        return quantile_at(forecast, tier.quantile) * (1 + tier.margin)
+    held = np.minimum(quantile_grid(forecast, _SIZING_LEVELS), ceiling)  # (horizon, levels)
+    cost = held + tier.violation_cost * ceiling * (1 - _SIZING_LEVELS)
+    return held[np.arange(len(held)), cost.argmin(axis=1)] * (1 + tier.margin)
+
+
+def sizing_name(tier: TierPolicy) -> str:
+    if tier.violation_cost is None:
+        return f"p{tier.quantile * 100:g}"
+    return f"cost-optimal level (violation cost {tier.violation_cost:g}x max)"
+
+
 @dataclass(frozen=True)
 class MetricDecision:
     """What one metric of one VM should become, and why. ``kind`` is "" when nothing changes."""
@@ -134,12 +154,12 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
     ``hard_floor`` (memory: what the guest uses plus a margin) is never crossed downwards.
     """
     floor = max(floor, hard_floor)
-    upper = quantile_at(forecast, tier.quantile) * (1 + tier.margin)
+    upper = provisioned(forecast, tier, ceiling)
     lead = upper[: tier.lead_steps + 1]
     need_now = float(lead.max())
     window = upper[: tier.shrink_window_steps] if tier.shrink_window_steps else upper
     need = max(float(window.max()), need_now, floor)
-    level = f"p{tier.quantile * 100:g}"
+    level = sizing_name(tier)
     if need_now > current * 1.01 and current < ceiling:
         target = min(max(need_now * (1 + tier.grow_headroom), floor), ceiling)
         confidence = float(exceedance(forecast, current)[: tier.lead_steps + 1].max())

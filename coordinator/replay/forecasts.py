@@ -6,6 +6,10 @@ and retrained every ``retrain_days`` on everything before the retrain, warm-star
 previous model, as the coordinator's retrain job does. A replay may instead start from a model
 trained on other traces (``initial_model``); it is then retrained on the same schedule. Steps
 with too little history for the network get the cold-start forecast (recent percentiles).
+
+The upper levels of the CPU forecasts are each VM's own empirical tail (forecast/tail.py), as the
+coordinator's forecast job makes them; the ratios behind it are refreshed at the start of each
+block (a day) from the week before it, the recent peak at every step.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.predictor import LstmForecaster
 from presculpt.coordinator.forecast.lstm.training import TrainConfig
+from presculpt.coordinator.forecast.tail import TailConfig, apply_tail, base_floor, ratio_quantiles
 from presculpt.coordinator.replay.trace import DAY_STEPS, ReplayTrace
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ class ReplayForecastConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, patience=2, threads=2))
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, threads=2))
     model: ModelConfig = field(default_factory=ModelConfig)
+    tail: TailConfig | None = field(default_factory=TailConfig)  # None: the model's own upper quantiles
 
 
 class CausalForecasts:
@@ -64,6 +70,11 @@ class CausalForecasts:
     @property
     def horizon(self) -> int:
         return self.model.horizon if self.model is not None else self.config.model.horizon
+
+    def levels(self, metric: str) -> tuple[float, ...]:
+        """The quantile levels of ``metric``'s forecasts in :meth:`block`."""
+        tail = self.config.tail
+        return self.quantiles if tail is None else tail.levels_for(self.quantiles, metric)
 
     def _make_series(self) -> list[tuple[int, Series]]:
         out = []
@@ -124,6 +135,36 @@ class CausalForecasts:
             cold = origins[~warm] if self.model is not None else origins
             if len(cold):
                 target[cold + lo - start] = recent_levels(s.values, cold, self.quantiles)[:, None, :]
+        if self.config.tail is not None:
+            for metric in self.config.tail.metrics:
+                out[metric] = self._with_tail(metric, out[metric], start, stop)
+        return out
+
+    def _with_tail(self, metric: str, block: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """``block`` with each VM's empirical upper tail. A VM with less than a day of history
+        before the block gets no forecast (NaN): the planner leaves it as it is, at its maximum
+        (its first day is inside its unscored warm-up)."""
+        tail = self.config.tail
+        levels = self.levels(metric)
+        out = np.full(block.shape[:3] + (len(levels),), np.nan, dtype=np.float32)
+        for i, s in self._series:
+            if s.metric != metric:
+                continue
+            lo = int(self.trace.first[i])
+            before = s.values[:max(0, start - lo)]
+            ratios = ratio_quantiles(before, self.horizon, tail, s.capacity)
+            if ratios is None:
+                continue
+            origins = np.arange(max(start, lo + 1), min(stop, int(self.trace.last[i]) + 1)) - lo
+            floor = base_floor(before, s.capacity)
+            ceiling = max(s.capacity or 0.0, float(np.nanmax(before[-tail.history_steps:], initial=0.0)))
+            rows = origins + lo - start
+            forecast = block[i, rows].astype(np.float64)
+            known = ~np.isnan(forecast).any(axis=(1, 2))
+            recent = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(tail.base_steps), s.values]),
+                                                              tail.base_steps)
+            peak = np.maximum(recent[origins].max(axis=1), floor)  # the values before each origin
+            out[i, rows[known]] = apply_tail(forecast[known], self.quantiles, ratios, peak[known], ceiling, tail)[1]
         return out
 
 

@@ -40,7 +40,7 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
     current = [Allocation(int(trace.max_vcpus[i]), float(trace.max_vcpus[i]), float(max_mem[i])) for i in range(n)]
     memory: dict[str, VmMemory] = {}
     kinds: Counter = Counter()
-    quantiles = forecasts.quantiles
+    cpu_levels, mem_levels = forecasts.levels("cpu_cores"), forecasts.levels("memory_mib")
     for start in range(0, steps, DAY_STEPS):
         stop = min(steps, start + DAY_STEPS)
         block = forecasts.block(start, stop)
@@ -58,8 +58,8 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
                     max_vcpus=int(trace.max_vcpus[i]), max_memory_mib=float(max_mem[i]),
                     floor_cores=CPU_FLOOR_CORES, floor_memory_mib=MEMORY_FLOOR_MIB,
                     memory_used_mib=None if used is None or np.isnan(used) else float(used),
-                    cpu=None if np.isnan(cpu[0, 0]) else Forecast(quantiles, cpu.astype(np.float64)),
-                    memory=None if mem is None or np.isnan(mem[0, 0]) else Forecast(quantiles, mem.astype(np.float64))))
+                    cpu=None if np.isnan(cpu[0, 0]) else Forecast(cpu_levels, cpu.astype(np.float64)),
+                    memory=None if mem is None or np.isnan(mem[0, 0]) else Forecast(mem_levels, mem.astype(np.float64))))
             result = plan(Snapshot(t, tuple(vms), memory=memory), config)
             memory = result.memory
             index = {trace.vm_ids[i]: i for i in alive}

@@ -19,6 +19,7 @@ from presculpt.coordinator.accuracy import Accuracy
 from presculpt.coordinator.config import ForecastConfig, StoreConfig
 from presculpt.coordinator.forecast.aggregate import AggregateKey
 from presculpt.coordinator.forecast.base import HORIZON, QUANTILES, STEP_S
+from presculpt.coordinator.forecast.tail import TailConfig
 from presculpt.coordinator.forecast.registry import COMPARED_METRICS, ModelRegistry, ModelVersion
 from presculpt.coordinator.forecast.service import (
     COLD_START_NAME,
@@ -201,7 +202,7 @@ def test_before_any_model_every_reporting_vm_gets_a_cold_start_forecast(cold: St
     for key in expected:
         (record,) = cold.records[key]
         assert (record.model, record.cold_start, record.quantiles, len(record.values)) == (
-            COLD_START_NAME, True, QUANTILES, HORIZON), key
+            COLD_START_NAME, True, levels_of(key[2]), HORIZON), key
 
 
 def test_the_first_retrain_is_promoted_and_the_warm_started_one_is_judged_by_the_rule(
@@ -244,8 +245,8 @@ def test_after_training_every_reporting_vm_is_forecast_by_the_current_model(
     assert {key for key, records in served.records.items() if records} == expected
     for key in expected:
         (record,) = served.records[key]  # the cold-start forecast of this origin was replaced
-        assert (record.model, record.cold_start, record.quantiles) == (current, False, QUANTILES), key
-        assert_sound(np.array(record.values), key)
+        assert (record.model, record.cold_start, record.quantiles) == (current, False, levels_of(key[2])), key
+        assert_sound(np.array(record.values), key[2], key)
 
     for customer in CUSTOMERS:
         aggregate = served.aggregates[AggregateKey("customer", customer)]
@@ -256,7 +257,7 @@ def test_after_training_every_reporting_vm_is_forecast_by_the_current_model(
         for metric in METRICS:
             forecast = aggregate.forecasts[metric]
             assert (forecast.model, forecast.cold_start, forecast.origin) == (current, False, world.now)
-            assert_sound(np.asarray(forecast.values), f"customer {customer} {metric}")
+            assert_sound(np.asarray(forecast.values), metric, f"customer {customer} {metric}")
 
 
 def test_online_accuracy_over_the_next_day_is_plausible(fed: list[ForecastRun], world: World):
@@ -285,9 +286,14 @@ def test_online_accuracy_over_the_next_day_is_plausible(fed: list[ForecastRun], 
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def assert_sound(values: np.ndarray, what: object) -> None:
+def levels_of(metric: str) -> tuple[float, ...]:
+    """The levels of a stored forecast: CPU forecasts carry the VM's own upper tail (forecast/tail.py)."""
+    return TailConfig().levels_for(QUANTILES, metric)
+
+
+def assert_sound(values: np.ndarray, metric: str, what: object) -> None:
     """Quantile forecast rows (steps x levels): finite, non-negative, non-decreasing across levels."""
-    assert values.shape == (HORIZON, len(QUANTILES)), what
+    assert values.shape == (HORIZON, len(levels_of(metric))), what
     assert np.isfinite(values).all() and (values >= 0).all(), (what, values)
     assert (np.diff(values, axis=1) >= 0).all(), (what, values)
 

@@ -35,6 +35,7 @@ from presculpt.coordinator.forecast.anomaly import (
     ForecastAnomaly,
 )
 from presculpt.coordinator.forecast.base import DAY_STEPS, HORIZON, QUANTILES
+from presculpt.coordinator.forecast.tail import TailConfig
 from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.registry import ModelRegistry, RegistryError
 from presculpt.coordinator.forecast.service import COLD_START_NAME, ForecastRun, ForecastService
@@ -63,6 +64,11 @@ VMS = [
     vm("h2", "u-db1", "db-1", customer="globex", segment="db"),
     vm("h2", "u-idle", "idle"),  # in the inventory, never reports: no forecast
 ]
+def levels_of(metric: str) -> tuple[float, ...]:
+    """The levels of a stored forecast: CPU forecasts carry the VM's own upper tail (forecast/tail.py)."""
+    return TailConfig().levels_for(QUANTILES, metric)
+
+
 Load = Callable[[str, float], tuple[float, float]]  # (uuid, ts) -> (cpu_cores, memory_used_mib)
 
 
@@ -125,7 +131,7 @@ def test_without_a_model_every_vm_gets_a_cold_start_forecast(store, tmp_path, ca
         for metric in ("cpu_cores", "memory_mib"):
             (record,) = store.forecasts(v.host, v.uuid, metric, 0, T + DAY)
             assert (record.origin, record.model, record.cold_start, record.quantiles) == (T, COLD_START_NAME, True,
-                                                                                         QUANTILES)
+                                                                                         levels_of(metric))
             assert len(record.values) == HORIZON
             lo, *_, hi = record.values[0]
             assert 0 < lo < hi

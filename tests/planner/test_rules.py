@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from presculpt.coordinator.planner.model import Forecast
-from presculpt.coordinator.planner.rules import exceedance, expected_shortfall, quantile_at, quantile_grid
+from presculpt.coordinator.planner.model import Forecast, TierPolicy, VmMemory
+from presculpt.coordinator.planner.rules import (
+    decide, exceedance, expected_shortfall, provisioned, quantile_at, quantile_grid)
 
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
 HORIZON = 12
@@ -119,3 +120,26 @@ def test_decide_caps_a_presculpt_at_the_ceiling():
                tier=TierPolicy("silver", quantile=0.99, margin=0.10, grow_headroom=0.10), memory=VmMemory(), below_steps=0, step=1)
     assert (d.kind, d.target) == ("presculpt", 3.0)
     assert d.need == pytest.approx(12.0 * 1.1)  # the need is reported uncapped
+
+
+# A forecast whose p99 is 2 cores but whose p99.9 is the VM's maximum, 8 (a rare burst to the top).
+BURSTY = Forecast((0.5, 0.9, 0.99, 0.999), np.tile([1.0, 1.5, 2.0, 8.0], (12, 1)))
+
+
+@pytest.mark.parametrize("violation_cost, provisioned_cores", [
+    (1.0, 2.0),  # a violated step costs one step of the whole VM: covering 0.9% of steps with 6 more cores does not pay
+    (1000.0, 8.0),  # it costs a thousand: cover the burst
+])
+def test_cost_optimal_sizing_covers_the_tail_only_when_it_pays(violation_cost, provisioned_cores):
+    tier = TierPolicy("t", margin=0.0, violation_cost=violation_cost)
+    assert provisioned(BURSTY, tier, 8.0) == pytest.approx(np.full(12, provisioned_cores), rel=1e-6)
+
+
+def test_cost_optimal_sizing_in_a_decision_and_not_for_memory():
+    tier = TierPolicy("t", margin=0.0, violation_cost=1.0, grow_headroom=0.0)
+    d = decide("CPU", "cores", BURSTY, 1.0, 0.1, 8.0, tier, VmMemory(), 0, 10)
+    assert d.kind == "presculpt" and d.target == pytest.approx(2.0)
+    assert "cost-optimal level (violation cost 1x max)" in d.reason
+    assert tier.for_memory.violation_cost is None
+    with pytest.raises(ValueError, match="violation_cost"):
+        TierPolicy("t", violation_cost=0.0)
