@@ -5,13 +5,14 @@
     presculpt-agent resize DOMAIN --uri URI [--vcpus N] [--cpu-cores X] [--memory-mib M] [--json]
     presculpt-agent shadow {list,fill,activate,drain} ...
     presculpt-agent run --uri URI --coordinator HOST:PORT [--interval S] [--spool FILE]
-                        [--agent-id ID] [--metrics-listen HOST:PORT]
+                        [--agent-id ID] [--metrics-listen HOST:PORT] [--ca F --cert F --key F | --insecure]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import logging
 import signal
 import threading
@@ -31,6 +32,7 @@ from presculpt.agent.spool import SpoolError
 from presculpt.clitools import (
     ArgumentParser,
     address,
+    log_format_flag,
     non_negative_int,
     positive_float,
     positive_int,
@@ -39,6 +41,8 @@ from presculpt.clitools import (
     run,
 )
 from presculpt.errors import UserError
+from presculpt.sdnotify import SystemdNotifier
+from presculpt.tls import tls_flags
 
 PROG = "presculpt-agent"
 USER_ERRORS = (HypervisorError, GuardRefused, ResizeFailed, ShadowPoolError, SpoolError)
@@ -255,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from presculpt.agent.runner import AgentRunner
     from presculpt.agent.spool import BatchSpool
     from presculpt.metrics import serve_metrics
+    from presculpt.tls import load_material
 
     cfg = _config(args)
     stream = cfg.stream
@@ -265,19 +270,40 @@ def cmd_run(args: argparse.Namespace) -> int:
                               metrics_listen=args.metrics_listen or cfg.metrics_listen)
     if not stream.coordinator:
         raise UserError("give --coordinator HOST:PORT (or stream.coordinator in the config)")
+    cfg = dataclasses.replace(cfg, tls=cfg.tls.with_overrides(args.ca, args.cert, args.key, args.insecure))
+    load_material(cfg.tls, "the agent")  # checked before anything starts: one line on what is missing
     template = ""
     if cfg.shadow.template:
         try:
             template = Path(cfg.shadow.template).read_text()
         except OSError as err:
             raise UserError(f"cannot read shadow template {cfg.shadow.template}: {err.strerror}") from None
+    notifier = SystemdNotifier.from_environment()
+    if notifier.enabled:
+        faulthandler.enable()  # a watchdog abort (SIGABRT) logs where every thread was stuck
     hv = _connect(cfg)
     resizer = Resizer(hv, SafetyGuard(cfg.guard))
+    status = ""
+
+    def heartbeat() -> None:
+        """Called by the loop: pings systemd's watchdog and keeps the unit's status line current."""
+        nonlocal status
+        notifier.heartbeat()
+        now = (f"streaming to {stream.coordinator}" if runner.link.connected.is_set()
+               else f"coordinator {stream.coordinator} not connected")
+        if now != status:
+            status = now
+            notifier.status(f"agent {runner.agent_id} on {cfg.uri}: {now}")
+
+    def wait_for_shadow(seconds: float) -> None:
+        heartbeat()  # a shadow activation polls its boot for up to shadow.ready_timeout_s: not stuck
+        time.sleep(seconds)
 
     def pool(name: str) -> ShadowPool:
         if not template:
             raise ShadowPoolError("this agent has no shadow template (shadow.template)")
-        return ShadowPool(hv, resizer, template, pool=name, ready_timeout_s=cfg.shadow.ready_timeout_s)
+        return ShadowPool(hv, resizer, template, pool=name, ready_timeout_s=cfg.shadow.ready_timeout_s,
+                          sleep=wait_for_shadow)
 
     metrics = AgentMetrics()
     runner = AgentRunner(hv, cfg, resizer, CommandApplier(resizer, pool), BatchSpool(stream.spool_path,
@@ -289,9 +315,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.start()
     log.info("agent %s on %s: sampling every %g s, coordinator %s", runner.agent_id, cfg.uri,
              cfg.interval_s, stream.coordinator)
+    # Under systemd (Type=notify): ready once libvirt answered and the loop runs; the loop pings
+    # the watchdog, so a stuck loop gets the agent restarted.
+    notifier.ready()
     try:
-        runner.run(stop)
+        runner.run(stop, heartbeat)
     finally:
+        notifier.stopping("stopping")
         runner.stop()
         hv.close()
         if endpoint is not None:
@@ -343,6 +373,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--agent-id", help="this host's identity at the coordinator (default: the hostname)")
     p.add_argument("--spool", help="spool file of unacknowledged batches (default: stream.spool_path)")
     p.add_argument("--metrics-listen", type=address, help="serve Prometheus metrics on HOST:PORT")
+    tls_flags(p, "the coordinator")
+    log_format_flag(p)
     p.set_defaults(func=cmd_run, progress=True)
 
     p = sub.add_parser("shadow", help="the pool of warm shadow VMs")

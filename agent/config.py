@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from presculpt import config
+from presculpt.tls import TlsConfig
 
 WarmState = Literal["paused", "saved", "defined"]
 WARM_STATES: tuple[WarmState, ...] = ("paused", "saved", "defined")
@@ -71,7 +72,7 @@ class StreamConfig:
 
     coordinator: str = ""  # HOST:PORT of the coordinator (--coordinator overrides it)
     agent_id: str = ""  # stable identity of this host; empty: the hostname
-    spool_path: str = "/var/lib/presculpt/agent-spool.db"
+    spool_path: str = "/var/lib/presculpt/agent/spool.db"  # the unit's StateDirectory
     spool_max_batches: int = 17_280  # one day at 5 s; beyond it the oldest unacknowledged go
     max_inflight_batches: int = 32  # batches sent but not yet acknowledged
     reconnect_initial_s: float = 0.5  # first retry delay; doubles up to reconnect_max_s
@@ -100,6 +101,7 @@ class AgentConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)  # mutual TLS to the coordinator (or insecure)
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:

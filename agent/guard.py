@@ -102,6 +102,11 @@ class SafetyGuard:
         self._check_host(domain, shape, host, list(others))
         return shape
 
+    def host_limits(self, host: HostInfo) -> tuple[float, float]:
+        """What the active guests of ``host`` may hold together: (vCPUs, memory MiB)."""
+        cfg = self.config
+        return host.cpus * cfg.cpu_overcommit, (host.memory_mib - cfg.host_reserved_memory_mib) * cfg.memory_overcommit
+
     def _check_cpu(self, domain: DomainInfo, shape: ResolvedShape) -> None:
         cfg = self.config
         if shape.vcpus > domain.max_vcpus:
@@ -167,8 +172,8 @@ class SafetyGuard:
     ) -> None:
         cfg = self.config
         running = [d for d in others if d.active and d.uuid != domain.uuid]
+        vcpu_cap, memory_cap = self.host_limits(host)
         if shape.vcpus > domain.vcpus:
-            vcpu_cap = host.cpus * cfg.cpu_overcommit
             total = shape.vcpus + sum(d.vcpus for d in running)
             if total > vcpu_cap + _EPS:
                 raise GuardRefused(
@@ -176,7 +181,6 @@ class SafetyGuard:
                     f"({host.cpus} CPUs x overcommit {cfg.cpu_overcommit:g})"
                 )
         if shape.memory_mib > domain.memory_mib:
-            memory_cap = (host.memory_mib - cfg.host_reserved_memory_mib) * cfg.memory_overcommit
             total = shape.memory_mib + sum(d.memory_mib for d in running)
             if total > memory_cap + _EPS:
                 raise GuardRefused(

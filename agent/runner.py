@@ -84,7 +84,7 @@ class AgentRunner:
         self.host = HostCollector(clock)
         self.inbox: queue.Queue[model_pb2.Command] = queue.Queue()
         self.link = CoordinatorLink(coordinator, self.agent_id, spool, self.hello, self.inbox.put,
-                                    config.stream, self.metrics)
+                                    config.stream, self.metrics, config.tls)
         self._host_info: HostInfo | None = None
         self._domains: list[DomainInfo] = []
         self._inventory_key: tuple = ()
@@ -96,6 +96,8 @@ class AgentRunner:
         """Open the spool, read the inventory and connect (in the background)."""
         self.spool.open()
         self._host_info = self.hypervisor.host_info()
+        self.metrics.observe_host(self.agent_id, self._host_info, *self.resizer.guard.host_limits(self._host_info),
+                                  AGENT_VERSION)
         self.refresh_inventory(force=True)
         self.link.start()
 
@@ -103,12 +105,16 @@ class AgentRunner:
         self.link.stop()
         self.spool.close()
 
-    def run(self, stop: threading.Event) -> None:
-        """Tick every ``interval_s`` until ``stop`` is set; commands are applied as they arrive."""
+    def run(self, stop: threading.Event, heartbeat: Callable[[], None] | None = None) -> None:
+        """Tick every ``interval_s`` until ``stop`` is set; commands are applied as they arrive.
+        ``heartbeat`` (systemd's watchdog) is called after each tick and at least twice a second
+        while the loop waits, so it stops being called when the loop is stuck."""
         interval = self.config.interval_s
+        beat = heartbeat or (lambda: None)
         next_tick = time.monotonic()
         while not stop.is_set():
             self.run_once()
+            beat()
             next_tick += interval
             if next_tick < time.monotonic():
                 next_tick = time.monotonic() + interval  # a slow tick: skip, do not bunch up
@@ -116,8 +122,10 @@ class AgentRunner:
                 try:
                     command = self.inbox.get(timeout=min(remaining, 0.5))
                 except queue.Empty:
+                    beat()
                     continue
                 self._apply_command(command)
+                beat()
 
     def hello(self) -> agent_pb2.Hello:
         """Called by the stream on each (re)connection: identity, capacity and inventory."""
@@ -152,6 +160,7 @@ class AgentRunner:
         domains = self.hypervisor.list_domains()
         self._inventory_at = time.monotonic()
         self._domains = domains
+        self.metrics.observe_guests(self.agent_id, domains)
         key = _inventory_key(domains)
         if key != self._inventory_key:
             self._inventory_key = key
@@ -167,6 +176,7 @@ class AgentRunner:
         vms = [s for s in self.guests.derive(counters, quotas) if s.uuid in known]
         self._samples = (vms, self.host.sample())
         self.metrics.samples_taken.inc(len(vms))
+        self.metrics.observe_usage(self.agent_id, *self._samples)
 
     def spool_batch(self) -> None:
         vms, host = self._samples
@@ -199,7 +209,8 @@ class AgentRunner:
         started = time.perf_counter()
         outcome = self.applier.apply(command)
         self.metrics.command_seconds.observe(time.perf_counter() - started)
-        self.metrics.commands.labels(model_pb2.CommandOutcome.Status.Name(outcome.status)).inc()
+        self.metrics.commands.labels(command.WhichOneof("action") or "none",
+                                     model_pb2.CommandOutcome.Status.Name(outcome.status)).inc()
         self.link.send(agent_pb2.AgentMessage(outcome=outcome))
         try:
             self.refresh_inventory(force=True)  # the coordinator sees the new shape at once

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from presculpt import tls
 from presculpt.agent.config import StreamConfig
 from presculpt.agent.metrics import AgentMetrics
 from presculpt.agent.spool import BatchSpool
@@ -79,10 +80,15 @@ class CoordinatorLink:
         on_command: Callable[[model_pb2.Command], None],
         config: StreamConfig,
         metrics: AgentMetrics,
+        tls_config: tls.TlsConfig,
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
     ):
+        """``tls_config``: the CA the coordinator must be signed by and this agent's certificate, or
+        insecure; read by ``start``, which raises :class:`presculpt.tls.TlsError` when it is missing."""
         self.target = target
+        self.tls_config = tls_config
+        self._tls: tls.TlsMaterial | None = None
         self.agent_id = agent_id
         self.spool = spool
         self.hello = hello
@@ -104,6 +110,9 @@ class CoordinatorLink:
     def start(self) -> None:
         if self._thread is not None:
             return
+        self._tls = tls.load_material(self.tls_config, "the agent", need_cert=False)
+        if self._tls is None:
+            tls.warn_insecure(log, f"the stream to the coordinator {self.target}")
         self._stop.clear()
         self._down_since = self.monotonic()
         self._thread = threading.Thread(target=self._run, name="coordinator-link", daemon=True)
@@ -142,14 +151,22 @@ class CoordinatorLink:
             self.metrics.reconnects.inc()
             # The first failure after a good stream is a warning; the retries that follow are info.
             level = logging.WARNING if self.backoff.attempt == 0 else logging.INFO
+            session = _Session()
             try:
-                self._run_session()
+                self._run_session(session)
             except grpc.RpcError as err:
                 if not self._stop.is_set():
                     code = err.code() if hasattr(err, "code") else None
-                    log.log(level, "coordinator %s: stream ended (%s: %s)", self.target,
-                            code.name if code is not None else "error",
-                            err.details() if hasattr(err, "details") else err)
+                    refused = self._refusal(session, code, err.details() if hasattr(err, "details") else "")
+                    if refused:
+                        log.error("coordinator %s refused this agent's TLS handshake: %s", self.target, refused)
+                        self.metrics.errors.labels("tls_refused").inc()
+                    elif code == grpc.StatusCode.PERMISSION_DENIED:
+                        log.error("coordinator %s refused this agent: %s", self.target, err.details())
+                    else:
+                        log.log(level, "coordinator %s: stream ended (%s: %s)", self.target,
+                                code.name if code is not None else "error",
+                                err.details() if hasattr(err, "details") else err)
             except ConnectionError as err:
                 log.log(level, "coordinator %s: stream ended (%s)", self.target, err)
             except Exception:  # noqa: BLE001 - keep reconnecting whatever happened
@@ -161,9 +178,18 @@ class CoordinatorLink:
             log.info("reconnecting to %s in %.2f s (%d batches spooled)", self.target, delay, len(self.spool))
             self._stop.wait(delay)
 
-    def _run_session(self) -> None:
-        session = _Session()
-        channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+    def _refusal(self, session: _Session, code: grpc.StatusCode | None, details: str) -> str | None:
+        """Why the coordinator refused the TLS handshake, when this agent's own certificate explains
+        it; None otherwise. Under TLS 1.3 the client finishes its side of the handshake before the
+        server checks the client's certificate, so a refusal reaches the agent only as UNAVAILABLE
+        (the server closed the connection): the reason is found here, in what the agent presents."""
+        if (self._tls is None or session.welcomed.is_set() or code != grpc.StatusCode.UNAVAILABLE
+                or not tls.handshake_ended(details or "")):
+            return None
+        return tls.certificate_problem(self._tls)
+
+    def _run_session(self, session: _Session) -> None:
+        channel = tls.channel(self.target, self._tls, options=CHANNEL_OPTIONS)
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             call = stub.Connect(self._requests(session))

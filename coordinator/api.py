@@ -263,10 +263,12 @@ class CoordinatorApi(api_pb2_grpc.CoordinatorServiceServicer):
         pending = self.dispatcher.submit(command)
         if existing is None:
             self.events.publish(Event(self.clock(), command.host, command))
+            self.metrics.commands_submitted.labels(command.host, command.kind).inc()
 
             def finished(p: PendingCommand) -> None:
                 assert p.outcome is not None
                 self.metrics.command_seconds.labels(p.outcome.status).observe(self.clock() - p.submitted_at)
+                self.metrics.command_outcomes.labels(command.host, command.kind, p.outcome.status).inc()
                 if p.outcome.status == "EXPIRED":  # agents report the others themselves
                     self.events.publish(Event(self.clock(), command.host, p.outcome))
 

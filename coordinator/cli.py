@@ -1,6 +1,7 @@
 """``presculpt-coordinator``: the coordinator daemon.
 
     presculpt-coordinator serve --listen HOST:PORT --db PATH [--config FILE] [--metrics-listen HOST:PORT]
+                                [--ca FILE --cert FILE --key FILE | --insecure]
 """
 
 from __future__ import annotations
@@ -8,15 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import faulthandler
 import gc
 import logging
 import signal
 from collections.abc import Iterable
 
-from presculpt.clitools import ArgumentParser, address, run
+from presculpt.clitools import ArgumentParser, address, log_format_flag, run
 from presculpt.coordinator.config import CoordinatorConfig, load_coordinator_config
 from presculpt.coordinator.server import CoordinatorServer
 from presculpt.coordinator.store.base import StoreError
+from presculpt.sdnotify import SystemdNotifier
+from presculpt.tls import tls_flags
 
 PROG = "presculpt-coordinator"
 USER_ERRORS = (StoreError, OSError)
@@ -27,10 +31,14 @@ def _config(args: argparse.Namespace) -> CoordinatorConfig:
     cfg = load_coordinator_config(args.config)
     overrides = {k: v for k, v in (("listen", args.listen), ("db", args.db),
                                    ("metrics_listen", args.metrics_listen)) if v}
+    overrides["tls"] = cfg.tls.with_overrides(args.ca, args.cert, args.key, args.insecure)
     return dataclasses.replace(cfg, **overrides)
 
 
 async def _serve(cfg: CoordinatorConfig) -> None:
+    notifier = SystemdNotifier.from_environment()
+    if notifier.enabled:
+        faulthandler.enable()  # a watchdog abort (SIGABRT) logs where every thread was stuck
     server = CoordinatorServer(cfg)
     await server.start()
     # Ingest allocates tens of thousands of short-lived tuples a second, none in reference cycles:
@@ -41,9 +49,24 @@ async def _serve(cfg: CoordinatorConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Under systemd (Type=notify): ready once listening with the jobs scheduled, and the watchdog
+    # pinged from this event loop, so that a stalled loop gets the coordinator restarted.
+    notifier.ready(f"listening on {cfg.listen.rpartition(':')[0]}:{server.port}, store {cfg.db}")
+    watchdog = None
+    if notifier.watchdog_interval_s is not None:
+        watchdog = asyncio.create_task(_ping_watchdog(notifier, notifier.watchdog_interval_s))
     await stop.wait()
     log.info("stopping on signal")
+    notifier.stopping("stopping")
+    if watchdog is not None:
+        watchdog.cancel()
     await server.stop()
+
+
+async def _ping_watchdog(notifier: SystemdNotifier, interval_s: float) -> None:
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval_s)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -59,7 +82,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--db", help="SQLite store file (default: config, ./presculpt.db)")
     p.add_argument("--config", help="coordinator config file (TOML; see config/coordinator.sample.toml)")
     p.add_argument("--metrics-listen", type=address, help="serve Prometheus metrics on HOST:PORT")
+    tls_flags(p, "agents and operators")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    log_format_flag(p)
     p.set_defaults(func=cmd_serve, progress=True)
     return parser
 

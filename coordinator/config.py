@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from presculpt import config
+from presculpt.tls import TlsConfig
 
 if TYPE_CHECKING:  # the planner's types; imported when converted (numpy only)
     from presculpt.coordinator.planner.model import PlannerConfig
@@ -253,6 +254,7 @@ class CoordinatorConfig:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
+    tls: TlsConfig = field(default_factory=TlsConfig)  # mutual TLS with agents and operators (or insecure)
 
     def __post_init__(self) -> None:
         if self.event_queue < 1:

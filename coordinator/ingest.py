@@ -5,6 +5,8 @@ dispatcher; nothing else.
 A batch is acknowledged only once the store has committed it. A batch that is malformed or names
 a VM its host does not report is acknowledged with a gRPC status code and a message and nothing of
 it is stored; a malformed stream (no hello first, an empty message) ends with INVALID_ARGUMENT.
+Over TLS an agent speaks only for itself: a hello whose ``agent_id`` is not a name of the agent's
+certificate ends the stream with PERMISSION_DENIED before anything is stored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from concurrent.futures import Future
 
 import grpc
 
+from presculpt import tls
 from presculpt.coordinator import convert
 from presculpt.coordinator.config import IngestConfig
 from presculpt.coordinator.convert import InvalidMessage
@@ -70,8 +73,17 @@ class AgentIngest(agent_pb2_grpc.AgentServiceServicer):
             vms = convert.inventory_from_pb(host.id, first.hello.vms)
         except InvalidMessage as err:
             await self._invalid(context, str(err))
+        names = tls.peer_names(context.auth_context())
+        if names is not None and host.id not in names:
+            # TLS proved who holds the certificate; an agent speaks only for the host it names.
+            self.metrics.errors.labels("identity").inc()
+            message = (f"agent_id {host.id!r} is not a name of the agent's certificate "
+                       f"({', '.join(names) or 'none'}); nothing stored")
+            log.warning("agent stream from %s refused: %s", context.peer(), message)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
         try:
             await asyncio.to_thread(self.store.upsert_inventory, host, vms)
+            self.metrics.observe_inventory(host.id, vms)
             last_seq = await asyncio.to_thread(self.store.last_seq, host.id)
         except StoreError as err:
             self.metrics.errors.labels("store").inc()
@@ -179,6 +191,7 @@ class _AgentStream:
             host = next((h for h in await asyncio.to_thread(ing.store.hosts) if h.id == self.agent_id), None)
             assert host is not None  # stored by the hello
             await asyncio.to_thread(ing.store.upsert_inventory, host, vms)
+            ing.metrics.observe_inventory(self.agent_id, vms)
             log.info("agent %s: inventory of %d VMs", self.agent_id, len(vms))
         elif kind == "hello":
             await self._invalid("hello sent twice on one stream")

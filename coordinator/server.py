@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from presculpt import tls
 from presculpt.coordinator.api import CoordinatorApi
 from presculpt.coordinator.config import CoordinatorConfig
 from presculpt.coordinator.dispatch import Dispatcher
@@ -92,6 +94,8 @@ class CoordinatorServer:
 
     async def start(self) -> int:
         cfg = self.config
+        # Read first: without TLS material (or an explicit insecure) nothing starts.
+        material = tls.load_material(cfg.tls, "the coordinator")
         self.store.start()
         try:
             await asyncio.to_thread(self.forecasts.start)
@@ -108,8 +112,24 @@ class CoordinatorServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
+        # A client the CA did not sign (no certificate, another CA's, an expired one) is refused by
+        # BoringSSL inside gRPC during the handshake, before any Python code runs: gRPC's Python API
+        # surfaces neither the failure nor the peer, and offers no hook to verify certificates
+        # ourselves. The refusal's log line is therefore gRPC core's own, written to stderr (the
+        # journal under systemd): "ssl_transport_security.cc] Handshake failed with error SSL_ERROR_SSL:
+        # ... CERTIFICATE_VERIFY_FAILED: certificate has expired" (or PEER_DID_NOT_RETURN_A_CERTIFICATE,
+        # "unable to get local issuer certificate"), which gRPC logs at its default verbosity. We keep
+        # that real signal rather than terminate TLS in Python in front of gRPC: a proxy would put every
+        # byte of ingest through Python and lose the peer's identity that the servicers check.
+        # tests/coordinator/test_mtls.py holds gRPC to this line.
         try:
-            self.port = server.add_insecure_port(cfg.listen)
+            if material is None:
+                self.port = server.add_insecure_port(cfg.listen)
+            else:
+                if os.environ.get("GRPC_VERBOSITY", "").upper() in ("ERROR", "NONE"):
+                    log.warning("GRPC_VERBOSITY=%s hides gRPC's log lines about refused TLS handshakes "
+                                "(unset it to see them)", os.environ["GRPC_VERBOSITY"])
+                self.port = server.add_secure_port(cfg.listen, tls.server_credentials(material))
         except RuntimeError as err:
             self.store.stop()
             raise OSError(f"cannot listen on {cfg.listen}: {err}") from None
@@ -123,7 +143,10 @@ class CoordinatorServer:
         if cfg.metrics_listen:
             self.metrics_endpoint = serve_metrics(cfg.metrics_listen, self.metrics.registry)
         host = cfg.listen.rpartition(":")[0]
-        log.info("coordinator listening on %s:%d (store %s)", host, self.port, cfg.db)
+        log.info("coordinator listening on %s:%d (%s; store %s)", host, self.port,
+                 "plain text" if material is None else "mutual TLS", cfg.db)
+        if material is None:
+            tls.warn_insecure(log, f"the coordinator's port {host}:{self.port}")
         return self.port
 
     def next_run(self, job_id: str) -> float | None:

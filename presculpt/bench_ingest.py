@@ -8,6 +8,10 @@ per second (open loop, like real agents sampling on a clock; ``--rate 0`` sends 
 acknowledgements allow, with ``--window`` batches in flight per agent). It reports the VM-samples
 per second acknowledged (stored durably) over the measured period and the batch-acknowledge
 latency percentiles (from sending a batch to receiving its acknowledgement).
+
+The simulated agents speak plain text (the coordinator it starts runs with ``--insecure``): they
+have no certificates, and each announces an identity of its own. ``--coordinator`` must name a
+coordinator running with ``--insecure`` too.
 """
 
 from __future__ import annotations
@@ -202,7 +206,7 @@ def run_ingest_bench(agents: int, vms_per_agent: int, rate: float, window: int, 
         coordinator = f"127.0.0.1:{_free_port()}"
         process = subprocess.Popen(
             [sys.executable, "-m", "presculpt.coordinator.cli", "serve", "--listen", coordinator,
-             "--db", str(db), *coordinator_args],
+             "--db", str(db), "--insecure", *coordinator_args],
             stdout=subprocess.DEVNULL, stderr=open(folder / "coordinator.log", "w"),
         )
     try:

@@ -9,6 +9,7 @@
     presculpt bench resize             resize and shadow-activation latency on a real guest
     presculpt bench forecast           how fast the forecaster predicts for many series
     presculpt demo                     the main job: real guests forecast and reshaped live (make demo)
+    presculpt certs {init,issue}       a CA and certificates for mutual TLS
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def build_parser() -> ArgumentParser:
     from presculpt.bench_forecast import add_forecast_bench
     from presculpt.bench_ingest import add_ingest_bench
     from presculpt.bench_resize import add_resize_bench
+    from presculpt.certs import add_certs_commands
     from presculpt.demo import add_demo_command
     from presculpt.forecast_cli import add_forecast_commands
     from presculpt.lab.cli import add_lab_commands
@@ -48,6 +50,7 @@ def build_parser() -> ArgumentParser:
     add_ingest_bench(bench_sub)
     add_resize_bench(bench_sub)
     add_demo_command(sub)
+    add_certs_commands(sub)
     return parser
 
 

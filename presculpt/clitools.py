@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 from presculpt.errors import UserError
+from presculpt.logformat import LOG_FORMATS, LogFormat, make_formatter
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -100,13 +101,22 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
     print(format_table(rows, columns))
 
 
-def configure_logging(verbose: bool, progress: bool = False) -> None:
-    """Warnings only for one-shot commands; progress (INFO) for long ones; DEBUG with -v."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO if progress else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(verbose: bool, progress: bool = False, log_format: LogFormat = "human") -> None:
+    """Warnings only for one-shot commands; progress (INFO) for long ones; DEBUG with -v. The
+    daemons' ``--log-format`` picks the line format (see :mod:`presculpt.logformat`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(log_format))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO if progress else logging.WARNING,
+                        handlers=[handler])
+    if log_format != "human":
+        logging.captureWarnings(True)  # Python's warnings as log lines too, one line each
+
+
+def log_format_flag(parser: argparse.ArgumentParser) -> None:
+    """The daemons' ``--log-format``: human on a terminal, logfmt under systemd's journal."""
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
+                        help="log line format: human, or logfmt (one key=value line per event, with its "
+                             "syslog priority for the journal); auto (default): logfmt under systemd")
 
 
 def run(
@@ -121,7 +131,8 @@ def run(
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    configure_logging(getattr(args, "verbose", False), getattr(args, "progress", False))
+    configure_logging(getattr(args, "verbose", False), getattr(args, "progress", False),
+                      getattr(args, "log_format", "human"))
     try:
         return int(func(args) or 0)
     except (UserError, *user_errors) as err:

@@ -11,6 +11,7 @@
     presculpt forecast aggregate          forecasts of each customer's and segment's summed demand
 
 ``--coordinator ADDR`` (default: $PRESCULPT_COORDINATOR, else 127.0.0.1:7600); ``--json`` for scripts.
+Over mutual TLS with a client certificate (see :func:`client_tls`), or ``--insecure`` for plain text.
 """
 
 from __future__ import annotations
@@ -23,17 +24,23 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from presculpt import tls
 from presculpt.clitools import positive_float, positive_int, print_json, print_table
 from presculpt.errors import UserError
 from presculpt.v1 import api_pb2, api_pb2_grpc, model_pb2
 
 DEFAULT_COORDINATOR = "127.0.0.1:7600"
 ENV_COORDINATOR = "PRESCULPT_COORDINATOR"
+ENV_TLS = {"ca": "PRESCULPT_CA", "cert": "PRESCULPT_CERT", "key": "PRESCULPT_KEY"}
+ENV_INSECURE = "PRESCULPT_INSECURE"
+ENV_PKI = "PRESCULPT_PKI"
+OPERATOR_CERT = "operator"  # the client certificate looked for in the PKI directory
 RPC_TIMEOUT_S = 15.0
 GRPC_UNKNOWN_METHOD = "Method not found!"  # grpc's details for an RPC the server does not have
 FORECAST_METRICS = ("cpu_cores", "memory_mib")
@@ -56,15 +63,45 @@ def duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+def client_tls(args: argparse.Namespace) -> tls.TlsMaterial | None:
+    """The operator's TLS material: --ca/--cert/--key, else $PRESCULPT_CA/_CERT/_KEY, else ca.crt and
+    operator.crt/.key in $PRESCULPT_PKI or /etc/presculpt/pki; None with --insecure (or
+    $PRESCULPT_INSECURE=1), for a coordinator that runs in plain text."""
+    given = {k: getattr(args, k, None) or os.environ.get(env) for k, env in ENV_TLS.items()}
+    insecure = getattr(args, "insecure", False) or os.environ.get(ENV_INSECURE, "") in ("1", "true", "yes")
+    if insecure:
+        if any(given.values()):
+            raise UserError("--insecure (or $PRESCULPT_INSECURE) turns TLS off: drop --ca/--cert/--key or it")
+        return None
+    pki = Path(os.environ.get(ENV_PKI) or tls.DEFAULT_PKI_DIR)
+    defaults = {"ca": pki / "ca.crt", "cert": pki / f"{OPERATOR_CERT}.crt", "key": pki / f"{OPERATOR_CERT}.key"}
+    paths = {k: v or (str(defaults[k]) if defaults[k].exists() else "") for k, v in given.items()}
+    if not paths["ca"] or not paths["cert"] or not paths["key"]:
+        raise UserError(f"no TLS certificate to show the coordinator: give --ca, --cert and --key (or "
+                        f"$PRESCULPT_CA, $PRESCULPT_CERT and $PRESCULPT_KEY, or make {defaults['cert']} with "
+                        f"`presculpt certs issue {OPERATOR_CERT} --client`), or --insecure for a coordinator "
+                        "that runs in plain text")
+    try:
+        return tls.load_material(tls.TlsConfig(**paths), "presculpt")
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 @contextmanager
 def _client(args: argparse.Namespace) -> Iterator[api_pb2_grpc.CoordinatorServiceStub]:
     address = args.coordinator or os.environ.get(ENV_COORDINATOR) or DEFAULT_COORDINATOR
-    channel = grpc.insecure_channel(address)
+    material = client_tls(args)
+    channel = tls.channel(address, material)
     try:
         yield api_pb2_grpc.CoordinatorServiceStub(channel)
     except grpc.RpcError as err:
         code, details = err.code(), err.details()  # type: ignore[attr-defined]
         if code == grpc.StatusCode.UNAVAILABLE:
+            # A refused TLS handshake reads "Socket closed" here: say why when our certificate explains it.
+            refused = material is not None and tls.handshake_ended(details or "")
+            problem = tls.certificate_problem(material) if refused else None
+            if problem:
+                raise CoordinatorError(f"the coordinator at {address} refused the TLS handshake: {problem}") from None
             raise CoordinatorError(f"cannot reach the coordinator at {address} ({details})") from None
         if code == grpc.StatusCode.UNIMPLEMENTED and details == GRPC_UNKNOWN_METHOD:
             raise CoordinatorError(f"the coordinator at {address} does not offer this request "
@@ -127,6 +164,19 @@ def _ago(ts: float) -> str:
     return f"{seconds / 60:.0f}m ago" if seconds < 7200 else f"{seconds / 3600:.0f}h ago"
 
 
+def libvirt_driver(uri: str) -> str:
+    """The libvirt driver a URI names: qemu:///system and qemu+ssh://h/system -> qemu, test:///default -> test."""
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    return scheme.split("+", 1)[0].lower()
+
+
+def driver_label(driver: str) -> str:
+    """How `presculpt hosts` shows a host's driver: the test driver is flagged as having no real guests."""
+    if driver == "test":
+        return "test (no real guests)"
+    return driver or "-"
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
     with _client(args) as api:
         hosts = api.ListHosts(api_pb2.ListHostsRequest(), timeout=RPC_TIMEOUT_S).hosts
@@ -134,7 +184,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     for h in hosts:
         latest = h.latest if h.HasField("latest") else None
         rows.append({
-            "id": h.id, "hostname": h.info.hostname, "uri": h.info.uri, "connected": h.connected,
+            "id": h.id, "hostname": h.info.hostname, "uri": h.info.uri, "driver": libvirt_driver(h.info.uri),
+            "hypervisor": h.info.hypervisor, "connected": h.connected,
             "cpus": h.info.cpus, "memory_mib": h.info.memory_mib, "vm_count": h.vm_count,
             "cpu_used_cores": latest.cpu_used_cores if latest else None,
             "memory_used_mib": latest.memory_used_mib if latest else None,
@@ -146,9 +197,11 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     for row in rows:
         row["connected"] = "yes" if row["connected"] else "no"
         row["last_seen"] = _ago(row["last_seen"])
-    print_table(rows, [("id", "HOST"), ("connected", "CONNECTED"), ("cpus", "CPUS"), ("memory_mib", "MEM MIB"),
-                       ("vm_count", "VMS"), ("cpu_used_cores", "CPU USED"), ("memory_used_mib", "MEM USED MIB"),
-                       ("pending_commands", "PENDING"), ("last_seen", "LAST SEEN")])
+        row["driver"] = driver_label(row["driver"])
+    print_table(rows, [("id", "HOST"), ("connected", "CONNECTED"), ("driver", "DRIVER"), ("cpus", "CPUS"),
+                       ("memory_mib", "MEM MIB"), ("vm_count", "VMS"), ("cpu_used_cores", "CPU USED"),
+                       ("memory_used_mib", "MEM USED MIB"), ("pending_commands", "PENDING"),
+                       ("last_seen", "LAST SEEN")])
     return 0
 
 
@@ -347,6 +400,14 @@ def client_flags() -> argparse.ArgumentParser:
                         help=f"coordinator HOST:PORT (default: ${ENV_COORDINATOR}, else {DEFAULT_COORDINATOR})")
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    common.add_argument("--ca", metavar="FILE", help="CA the coordinator's certificate must be signed by "
+                        f"(default: ${ENV_TLS['ca']}, else ca.crt in ${ENV_PKI} or {tls.DEFAULT_PKI_DIR})")
+    common.add_argument("--cert", metavar="FILE", help=f"your client certificate (default: ${ENV_TLS['cert']}, "
+                        f"else {OPERATOR_CERT}.crt there: presculpt certs issue {OPERATOR_CERT} --client)")
+    common.add_argument("--key", metavar="FILE", help=f"its private key (default: ${ENV_TLS['key']}, "
+                        f"else {OPERATOR_CERT}.key there)")
+    common.add_argument("--insecure", action="store_true",
+                        help=f"plain text, for a coordinator running with --insecure (or ${ENV_INSECURE}=1)")
     return common
 
 

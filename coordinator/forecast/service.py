@@ -250,6 +250,8 @@ class ForecastService:
             forecasts = [calibrate_tail(h, f) for h, f in zip(histories, forecasts, strict=True)]
         by_key = {f.key: f for f in forecasts}
         stored = self._store(vm_histories, by_key)
+        self.metrics.observe_forecasts((vm, metric, by_key[h.key].quantiles, by_key[h.key].values[0])
+                                       for (vm, metric), h in vm_histories)
         self._keep_aggregates(agg_histories, by_key, now)
 
         cold = sum(1 for _, h in vm_histories if by_key[h.key].cold_start)
@@ -381,17 +383,14 @@ class ForecastService:
 
     def _export_accuracy(self, report: AccuracyReport) -> None:
         m = self.metrics
-        m.forecast_vm_pinball.clear()
         for metric in METRICS:
             overall = report.overall(metric)
             if overall.count:
                 m.forecast_pinball.labels(metric).set(overall.pinball)
                 m.forecast_coverage.labels(metric, "0.9").set(overall.coverage_p90)
                 m.forecast_coverage.labels(metric, "0.99").set(overall.coverage_p99)
-        for entry in report.vms:
-            result = entry.accuracy
-            if result.count:
-                m.forecast_vm_pinball.labels(entry.host, entry.vm, entry.metric).set(result.pinball)
+        per_vm = {(e.host, e.vm, e.metric): e.accuracy for e in report.vms}
+        m.forecast_vm_pinball.replace({labels: a.pinball for labels, a in per_vm.items() if a.count})
 
     # -- the retrain step ---------------------------------------------------------------------
     def model_config(self) -> "ModelConfig":

@@ -186,11 +186,13 @@ class Demo:
         from presculpt.agent.hypervisor.libvirt import LibvirtHypervisor
         from presculpt.demo.record import GuestTrack, Recorder
         from presculpt.demo.stack import (
+            AGENT_ID,
             AgentThread,
             CoordinatorThread,
             OnlyDomains,
             agent_config,
             coordinator_config,
+            make_demo_pki,
         )
         from presculpt.timescale import ScaledClock
 
@@ -203,8 +205,9 @@ class Demo:
             info = self.hv.domain_info(name)
             tracks.append(GuestTrack(name, vm.vm_id, info.uuid, info.max_vcpus, info.max_memory_mib))
         self.recorder = Recorder(tracks, self.lab.console_path, self.hv, self.clock, s.origin)
+        pki = make_demo_pki(work)
         config = coordinator_config(work, s.step_seconds, self.checkpoint, os.cpu_count() or 1, len(s.vms),
-                                    s.scale.max_vcpus)
+                                    s.scale.max_vcpus, pki["coordinator"])
         self.coordinator_config = config
         self.say("starting the coordinator (embedded store, planner in enforce mode) and an agent ...")
         self.coordinator = CoordinatorThread(config, self.clock, self.recorder.on_event).start()
@@ -212,7 +215,7 @@ class Demo:
         self.agent_hv.connect()
         self.agent = AgentThread(OnlyDomains(self.agent_hv, self.names),
                                  agent_config(work, s.step_seconds, self.coordinator.address,
-                                              config.planner.cpu_overcommit), self.clock).start()
+                                              config.planner.cpu_overcommit, pki[AGENT_ID]), self.clock).start()
         store = self.coordinator.server.store
         _wait(lambda: {v.name for v in store.vms()} >= set(self.names), STARTUP_TIMEOUT_S,
               "the agent's inventory at the coordinator")

@@ -39,6 +39,7 @@ from presculpt.coordinator.model import Command, Event, Outcome
 from presculpt.coordinator.server import CoordinatorServer
 from presculpt.lab.trace import GRID_S
 from presculpt.timescale import ScaledClock
+from presculpt.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,19 @@ class OnlyDomains:
         return [c for c in self._hv.domain_counters() if c.name in self._names]
 
 
+def make_demo_pki(workdir: Path) -> dict[str, TlsConfig]:
+    """A throwaway CA with a certificate for the coordinator (on 127.0.0.1) and one for the agent, in
+    ``workdir/pki``: the demo's agent stream runs over mutual TLS as in production (a few ms)."""
+    from presculpt.certs import init_ca, issue
+
+    pki = workdir / "pki"
+    ca, _ = init_ca(pki, "Presculpt demo CA", days=2)
+    made = {"coordinator": issue(pki, "coordinator", ips=["127.0.0.1"], days=2), AGENT_ID: issue(pki, AGENT_ID, days=2)}
+    return {name: TlsConfig(ca=str(ca), cert=str(i.cert_path), key=str(i.key_path)) for name, i in made.items()}
+
+
 def coordinator_config(workdir: Path, step_seconds: float, initial_model: Path, host_cpus: int,
-                       guests: int, max_vcpus: int) -> CoordinatorConfig:
+                       guests: int, max_vcpus: int, tls: TlsConfig) -> CoordinatorConfig:
     """The coordinator of the demo: enforce mode, every job once a step (in wall seconds), durations
     in trace time, room for every guest's maximum vCPUs on the host."""
     speedup = GRID_S / step_seconds
@@ -81,10 +93,12 @@ def coordinator_config(workdir: Path, step_seconds: float, initial_model: Path, 
                         dispatch_tick_s=0.2, forecast_every_s=step_seconds, retrain_every_s=0),
         forecast=ForecastConfig(model_dir=str(workdir / "models"), initial_model=str(initial_model)),
         planner=PlannerSettings(mode="enforce", every_s=step_seconds, cpu_overcommit=overcommit),
+        tls=tls,
     )
 
 
-def agent_config(workdir: Path, step_seconds: float, coordinator: str, cpu_overcommit: float) -> AgentConfig:
+def agent_config(workdir: Path, step_seconds: float, coordinator: str, cpu_overcommit: float,
+                 tls: TlsConfig) -> AgentConfig:
     """The agent samples about three times a step (at most once a second) and re-reads its
     inventory five times a step, as often in trace time as it does in production (every 60 s of
     5-minute steps): the planner sees a balloon's new size before its next step."""
@@ -94,6 +108,7 @@ def agent_config(workdir: Path, step_seconds: float, coordinator: str, cpu_overc
         guard=GuardConfig(cpu_overcommit=cpu_overcommit),
         stream=StreamConfig(coordinator=coordinator, agent_id=AGENT_ID, spool_path=str(workdir / "agent-spool.db"),
                             reconnect_initial_s=0.1, reconnect_max_s=2.0),
+        tls=tls,
     )
 
 

@@ -22,6 +22,7 @@ from presculpt.agent.runner import AgentRunner
 from presculpt.agent.spool import BatchSpool
 from presculpt.coordinator.config import CoordinatorConfig, JobsConfig
 from presculpt.coordinator.server import CoordinatorServer
+from presculpt.tls import TlsConfig
 
 
 def free_port() -> int:
@@ -118,18 +119,23 @@ class AgentThread:
         self.runner.stop()
 
 
+# Plain text for the loopback tests of everything else; test_mtls.py covers TLS.
+INSECURE = TlsConfig(insecure=True)
+
+
 def coordinator_config(tmp_path: Path, **overrides: Any) -> CoordinatorConfig:
     base = dict(listen=f"127.0.0.1:{free_port()}", db=str(tmp_path / "coordinator.db"),
-                jobs=JobsConfig(dispatch_tick_s=0.1))
+                jobs=JobsConfig(dispatch_tick_s=0.1), tls=INSECURE)
     base.update(overrides)
     return CoordinatorConfig(**base)
 
 
 def make_agent(hv: Hypervisor, address: str, spool_path: Path, agent_id: str = "host-1",
-               interval_s: float = 0.1, spool: BatchSpool | None = None, **stream: Any) -> AgentRunner:
+               interval_s: float = 0.1, spool: BatchSpool | None = None, tls: TlsConfig = INSECURE,
+               **stream: Any) -> AgentRunner:
     settings = dict(agent_id=agent_id, reconnect_initial_s=0.05, reconnect_max_s=0.5)
     settings.update(stream)
-    cfg = AgentConfig(uri=hv.uri, interval_s=interval_s, stream=StreamConfig(**settings))
+    cfg = AgentConfig(uri=hv.uri, interval_s=interval_s, stream=StreamConfig(**settings), tls=tls)
     resizer = Resizer(hv, SafetyGuard(cfg.guard))
     spool = spool if spool is not None else BatchSpool(spool_path)
     return AgentRunner(hv, cfg, resizer, CommandApplier(resizer), spool, address)

@@ -50,7 +50,7 @@ class RecordingSpool(BatchSpool):
 
 def start_coordinator(address: str, db: str, log) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "presculpt.coordinator.cli", "serve", "--listen", address, "--db", db],
+        [sys.executable, "-m", "presculpt.coordinator.cli", "serve", "--listen", address, "--db", db, "--insecure"],
         stdout=log, stderr=log)
 
     def healthy() -> bool:

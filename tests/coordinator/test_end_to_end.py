@@ -21,7 +21,7 @@ from .conftest import AgentThread, make_agent, wait_until
 def presculpt(capsys, coordinator, *argv: str) -> tuple[int, str, str]:
     parser = ArgumentParser(prog="presculpt")
     add_operator_commands(parser.add_subparsers(dest="command", parser_class=ArgumentParser))
-    code = run("presculpt", parser, [*argv, "--coordinator", coordinator.address])
+    code = run("presculpt", parser, [*argv, "--coordinator", coordinator.address, "--insecure"])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -51,6 +51,9 @@ def test_hosts_vms_and_metrics(capsys, coordinator, agent):
     wait_until(lambda: presculpt_json(capsys, coordinator, "hosts"), what="the host")
     (host,) = presculpt_json(capsys, coordinator, "hosts")
     assert host["id"] == "host-1" and host["connected"] and host["cpus"] == 8 and host["vm_count"] == 2
+    assert host["driver"] == "test" and host["hypervisor"].startswith("TEST")
+    code, out, _ = presculpt(capsys, coordinator, "hosts")
+    assert code == 0 and "test (no real guests)" in out.splitlines()[1]
     samples = wait_until(lambda: len(s := presculpt_json(capsys, coordinator, "metrics", "guest-a")) >= 3 and s,
                          what="three samples of guest-a")
     # (The test driver reports no CPU, vCPU or balloon counters in bulk stats: the values are zero.)
@@ -222,7 +225,7 @@ def test_daemons_from_their_command_lines(tmp_path, testnode_uri):
     agent = subprocess.Popen(
         [sys.executable, "-m", "presculpt.agent.cli", "run", "--uri", testnode_uri, "--coordinator", address,
          "--interval", "0.2", "--agent-id", "cli-host", "--spool", str(tmp_path / "spool.db"),
-         "--metrics-listen", f"127.0.0.1:{agent_metrics}"], stdout=log, stderr=log)
+         "--metrics-listen", f"127.0.0.1:{agent_metrics}", "--insecure"], stdout=log, stderr=log)
     try:
         with grpc.insecure_channel(address) as channel:
             api = api_pb2_grpc.CoordinatorServiceStub(channel)

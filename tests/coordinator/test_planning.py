@@ -257,6 +257,12 @@ def test_command_targets_name_vcpus_only_when_they_grow():
 
 # -- GetPlan and `presculpt plan` ---------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def plain_text_client(monkeypatch):
+    """The coordinators here run in plain text (--insecure); the operator's commands say so too."""
+    monkeypatch.setenv("PRESCULPT_INSECURE", "1")
+
+
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()

@@ -43,7 +43,7 @@ def test_forecast_vm_parses_as_show():
 
 
 def test_forecast_vm_reaches_for_the_coordinator(capsys):
-    code, out, err = run(capsys, "forecast", "web-1", "--coordinator", "127.0.0.1:1")
+    code, out, err = run(capsys, "forecast", "web-1", "--coordinator", "127.0.0.1:1", "--insecure")
     assert code == 1 and out == ""
     assert err.startswith("presculpt: error: cannot reach the coordinator at 127.0.0.1:1")
     assert err.count("\n") == 1

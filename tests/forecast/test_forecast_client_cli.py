@@ -82,6 +82,12 @@ def coordinator(tmp_path_factory):
         c.stop()
 
 
+@pytest.fixture(autouse=True)
+def plain_text_client(monkeypatch):
+    """The coordinators here run in plain text (--insecure); the operator's commands say so too."""
+    monkeypatch.setenv("PRESCULPT_INSECURE", "1")
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
