@@ -100,6 +100,11 @@ class CoordinatorRoutines:
             async def job() -> None:
                 try:
                     result = await (in_daemon_thread(step, name) if daemon else asyncio.to_thread(step))
+                except asyncio.CancelledError:
+                    # The coordinator is stopping with this run in flight: nothing failed (raised
+                    # on, APScheduler would log it as a job error with a traceback).
+                    log.info("job %s cancelled: the coordinator is stopping", name)
+                    return
                 except (StoreError, UserError) as err:
                     log.error("job %s failed: %s", name, err)
                     self._count_failure(name)

@@ -63,3 +63,35 @@ def test_scheduler_runs_the_jobs(tmp_path):
         assert c.call(lambda: c.server.next_run("nope")) is None
     finally:
         c.stop()
+
+
+def test_a_job_cancelled_at_shutdown_ends_quietly(tmp_path, caplog):
+    import asyncio
+    import threading
+
+    class Jobs:  # the scheduler's add_job, keeping what it is given
+        def __init__(self):
+            self.funcs = {}
+
+        def add_job(self, func, id, **_):
+            self.funcs[id] = func
+
+    release = threading.Event()
+    routines = CoordinatorRoutines(SqliteMetricStore(tmp_path / "m.db"), Dispatcher(DispatchConfig()))
+    routines.rollup_once = lambda: release.wait(30)  # a roll-up still running when the coordinator stops
+    jobs = Jobs()
+    routines.schedule(jobs, JobsConfig())
+
+    async def stop_mid_run():
+        task = asyncio.ensure_future(jobs.funcs["rollup"]())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.wait([task])
+        release.set()  # let the worker thread end (asyncio.run joins it)
+        return task
+
+    with caplog.at_level("INFO", logger="presculpt.coordinator.routines"):
+        task = asyncio.run(stop_mid_run())
+    # The job returned instead of raising CancelledError into APScheduler (logged there as an error).
+    assert not task.cancelled() and task.exception() is None
+    assert "job rollup cancelled: the coordinator is stopping" in caplog.text
