@@ -42,8 +42,14 @@ stamp=$VENV/.presculpt-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   say "installing Python packages into $VENV (torch comes from the local CPU build)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  "$VENV/bin/python" -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  # pip's output (build back-end notices included) is shown only when it fails.
+  pip_log=$(mktemp)
+  "$VENV/bin/python" -m pip install -q --upgrade pip >"$pip_log" 2>&1 || say "could not upgrade pip; going on with $("$VENV/bin/python" -m pip --version | cut -d' ' -f2)"
+  if ! "$VENV/bin/python" -m pip install -q -e '.[test]' >"$pip_log" 2>&1; then
+    cat "$pip_log" >&2; rm -f "$pip_log"
+    say "pip could not install the Python packages (its output is above)"; exit 1
+  fi
+  rm -f "$pip_log"
   "$VENV/bin/python" -c 'import presculpt.agent.hypervisor.libvirt, torch, grpc' \
     || { say "the Python packages did not install"; exit 1; }
   echo "$want" > "$stamp"
