@@ -142,6 +142,20 @@ class ForecastConfig:
 
 
 @dataclass(frozen=True)
+class PacingSettings:
+    """Memory's own pacing in ``[planner.tiers.NAME.memory_pacing]`` (see the planner's ``Pacing``);
+    the keys mean what the tier's keys of the same names mean for CPU."""
+
+    lead_steps: int = 1
+    hold_steps: int = 3
+    shrink_window_steps: int = 3
+    deadband: float = 0.10
+    max_step_down: float = 0.50
+    grow_headroom: float = 0.05
+    cooldown_steps: int = 3
+
+
+@dataclass(frozen=True)
 class TierSettings:
     """One SLA tier of ``[planner.tiers.NAME]`` (see the planner's ``TierPolicy``)."""
 
@@ -158,6 +172,8 @@ class TierSettings:
     violation_penalty: float = 0.0  # price of unmet demand per unit of allocation price; 0: q / (1 - q)
     memory_quantile: float = 0.999  # the quantile memory is provisioned for (a shortfall swaps or kills)
     memory_margin: float = 0.10  # safety margin on top of it (fraction)
+    violation_cost: float = 0.0  # CPU: cost-optimal level per step, a violated step costing this x the VM's max; 0: off
+    memory_pacing: PacingSettings = field(default_factory=PacingSettings)  # memory's own lead, hold, bands
 
 
 @dataclass(frozen=True)
@@ -175,10 +191,12 @@ class QuotaSettings:
 def _default_tiers() -> dict[str, TierSettings]:
     return {
         "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
-                             memory_quantile=0.9999),
-        "silver": TierSettings(priority=2),
+                             memory_quantile=0.9999, memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
+        "silver": TierSettings(priority=2, margin=0.0, violation_cost=20.0, lead_steps=0, hold_steps=1,
+                               shrink_window_steps=1, deadband=0.05, max_step_down=1.0, grow_headroom=0.0,
+                               cooldown_steps=1),
         "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
-                               memory_margin=0.05),
+                               memory_margin=0.05, memory_pacing=PacingSettings(hold_steps=2, shrink_window_steps=2)),
     }
 
 
@@ -228,9 +246,11 @@ class PlannerSettings:
 
     def planner_config(self) -> "PlannerConfig":
         """The pure planner's configuration (the one place settings become ``PlannerConfig``)."""
-        from presculpt.coordinator.planner.model import CostModel, PlannerConfig, TierPolicy
+        from presculpt.coordinator.planner.model import CostModel, Pacing, PlannerConfig, TierPolicy
 
-        tiers = {name: TierPolicy(name, **{**dataclasses.asdict(t), "violation_penalty": t.violation_penalty or None})
+        tiers = {name: TierPolicy(name, **{**dataclasses.asdict(t), "violation_penalty": t.violation_penalty or None,
+                                           "violation_cost": t.violation_cost or None,
+                                           "memory_pacing": Pacing(**dataclasses.asdict(t.memory_pacing))})
                  for name, t in self.tiers.items()}
         cost = CostModel(price_vcpu_hour=self.price_vcpu_hour, price_gib_hour=self.price_gib_hour,
                          resize_cost=self.resize_cost, veto_threshold=self.veto_threshold,

@@ -114,9 +114,25 @@ def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndar
     ``violation_cost`` the cost-optimal level of each step; plus the tier's margin."""
     if tier.violation_cost is None:
         return quantile_at(forecast, tier.quantile) * (1 + tier.margin)
-    held = np.minimum(quantile_grid(forecast, _SIZING_LEVELS), ceiling)  # (horizon, levels)
-    cost = held + tier.violation_cost * ceiling * (1 - _SIZING_LEVELS)
+    grid = quantile_grid(forecast, _SIZING_LEVELS)  # (horizon, levels)
+    held = np.minimum(grid, ceiling)
+    # Demand above the ceiling is a violation whatever the allocation: only P(held < demand <=
+    # ceiling) is at stake, = P(demand <= ceiling) - level (0 once the level reaches the ceiling).
+    within = _level_at(grid, ceiling)
+    cost = held + tier.violation_cost * ceiling * np.maximum(within[:, None] - _SIZING_LEVELS, 0.0)
     return held[np.arange(len(held)), cost.argmin(axis=1)] * (1 + tier.margin)
+
+
+def _level_at(grid: np.ndarray, value: float) -> np.ndarray:
+    """P(demand <= value) at every step from a grid of quantiles at _SIZING_LEVELS (linear between
+    them; the lowest level below the grid, 1 above it)."""
+    below = (grid < value).sum(axis=1)
+    inner = np.clip(below, 1, grid.shape[1] - 1)
+    rows = np.arange(len(grid))
+    lo, hi = grid[rows, inner - 1], grid[rows, inner]
+    frac = np.clip((value - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
+    level = _SIZING_LEVELS[inner - 1] + frac * (_SIZING_LEVELS[inner] - _SIZING_LEVELS[inner - 1])
+    return np.where(below == 0, _SIZING_LEVELS[0], np.where(below == grid.shape[1], 1.0, level))
 
 
 def sizing_name(tier: TierPolicy) -> str:

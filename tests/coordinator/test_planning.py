@@ -19,6 +19,7 @@ from presculpt.config import ConfigError
 from presculpt.coordinator.config import (
     DispatchConfig,
     JobsConfig,
+    PacingSettings,
     PlannerSettings,
     QuotaSettings,
     StoreConfig,
@@ -47,8 +48,10 @@ def vm(host: str, uuid: str, name: str, **metadata: str) -> VmRecord:
 VMS = [vm("h1", "u-web1", "web-1", customer="acme"), vm("h2", "u-db1", "db-1", customer="globex")]
 CPU_BAND = {"u-web1": (2.5, 3.0, 3.5, 4.0), "u-db1": (1.0, 1.2, 1.4, 1.6)}
 MEMORY_BAND = (2000.0, 2200.0, 2400.0, 2600.0)
-# silver tier: p99 with a 10% margin, grown 10% past the need; vCPUs carry the cores.
-SILVER = PlannerSettings().tiers["silver"]
+# The tiers these tests pin: the shipped ones with silver at p99 plus its margin, grown past the need
+# by its headroom, waiting 3 runs before a downgrade (the wiring is tested, not the tuned defaults).
+TIERS = {**PlannerSettings().tiers, "silver": TierSettings(priority=2)}
+SILVER = TIERS["silver"]
 WEB1_NEED = f"CPU p99 forecast {4.0 * (1 + SILVER.margin):.2g} cores"  # how the reason starts
 # web-1's p99 of 4 cores, with the silver tier's margin and grow headroom (whole thousandths, rounded down)
 WEB1_TARGET = Shape(vcpus=5, cpu_cores=math.floor(4.0 * (1 + SILVER.margin) * (1 + SILVER.grow_headroom) * 1000) / 1000,
@@ -76,7 +79,7 @@ def start(tmp_path: Path, vms: list[VmRecord] = VMS, host_cpus: int = 16, **plan
     config = coordinator_config(
         tmp_path, store=StoreConfig(rollup_settle_s=0, synchronous="NORMAL"),
         jobs=JobsConfig(dispatch_tick_s=0.1, forecast_every_s=0, retrain_every_s=0),
-        dispatch=DispatchConfig(default_timeout_s=3600.0), planner=PlannerSettings(**{"every_s": 0.0, **planner}))
+        dispatch=DispatchConfig(default_timeout_s=3600.0), planner=PlannerSettings(**{"every_s": 0.0, "tiers": TIERS, **planner}))
     c = CoordinatorThread(config).start()
     for host in sorted({v.host for v in vms}):
         c.server.store.upsert_inventory(HostRecord(host, host, "test:///default", host_cpus, 65536),
@@ -364,6 +367,7 @@ def test_the_sample_config_documents_every_planner_key(tmp_path):
     assert set(sample) == {f.name for f in dataclasses.fields(PlannerSettings)}
     for tier in sample["tiers"].values():
         assert set(tier) == {f.name for f in dataclasses.fields(TierSettings)}
+        assert set(tier["memory_pacing"]) == {f.name for f in dataclasses.fields(PacingSettings)}
     # A quota as the sample's comment shows it.
     path = tmp_path / "coordinator.toml"
     path.write_text("[planner.quotas.acme]\nmax_cores = 64.0\nmax_memory_mib = 262144.0\n")

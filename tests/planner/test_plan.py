@@ -13,7 +13,7 @@ import pytest
 from presculpt.coordinator.planner import (
     Allocation, CostModel, CustomerQuota, Forecast, HostSnapshot, Plan, PlannerConfig, Snapshot, VmMemory,
     VmSnapshot, plan)
-from presculpt.coordinator.planner.model import TierPolicy
+from presculpt.coordinator.planner.model import Pacing, TierPolicy
 from presculpt.coordinator.planner.rules import exceedance, quantile_at
 
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
@@ -528,3 +528,21 @@ def test_memory_is_provisioned_at_the_tier_memory_quantile_and_margin():
 def test_memory_quantile_is_validated():
     with pytest.raises(ValueError, match="memory_quantile"):
         TierPolicy("t", memory_quantile=1.0)
+
+
+def test_memory_keeps_its_own_pacing():
+    # CPU shrinks after one low run; memory, paced by its own hold of 3, waits.
+    tier = replace(DEFAULT_TIERS["silver"], hold_steps=1, cooldown_steps=0,
+                   memory_pacing=Pacing(hold_steps=3, cooldown_steps=0))
+    config = PlannerConfig(tiers={**DEFAULT_TIERS, "silver": tier})
+    s = Snapshot(1, (vm(cores=4.0, cpu=LOW_CPU, memory=(900.0, 1000.0, 1100.0, 1200.0)),))
+    p = plan(s, config)
+    a = only(p, "vm-1")
+    assert a.kind == "downgrade" and a.target.cpu_cores < 4.0 and a.target.memory_mib == 4096.0
+    assert p.memory["vm-1"].memory_below_steps == 1
+    for _ in range(2):
+        s = advance(s, p)
+        p = plan(s, config)
+    assert final(p, s)["vm-1"].memory_mib < 4096.0  # the third low run
+    with pytest.raises(ValueError, match=r"hold_steps.*\(memory_pacing\)|step counts.*\(memory_pacing\)"):
+        TierPolicy("t", memory_pacing=Pacing(hold_steps=-1))

@@ -135,6 +135,15 @@ def test_cost_optimal_sizing_covers_the_tail_only_when_it_pays(violation_cost, p
     assert provisioned(BURSTY, tier, 8.0) == pytest.approx(np.full(12, provisioned_cores), rel=1e-6)
 
 
+def test_cost_optimal_sizing_does_not_pay_for_demand_above_the_ceiling():
+    # The burst is to 8 cores on a 4-core VM: a violation whatever the allocation. Only the mass
+    # between 2 and 4 cores (p99 up to about p99.3) is at stake, too little to hold 4 cores for.
+    above = TierPolicy("t", margin=0.0, violation_cost=100.0)
+    assert provisioned(BURSTY, above, 4.0) == pytest.approx(np.full(12, 2.0), rel=1e-6)
+    # On an 8-core VM the same burst can be met, and at that price it is.
+    assert provisioned(BURSTY, above, 8.0) == pytest.approx(np.full(12, 8.0), rel=1e-6)
+
+
 def test_cost_optimal_sizing_in_a_decision_and_not_for_memory():
     tier = TierPolicy("t", margin=0.0, violation_cost=1.0, grow_headroom=0.0)
     d = decide("CPU", "cores", BURSTY, 1.0, 0.1, 8.0, tier, VmMemory(), 0, 10)
