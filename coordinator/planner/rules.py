@@ -16,7 +16,7 @@ import numpy as np
 
 from presculpt.coordinator.planner.model import Forecast, TierPolicy, VmMemory
 
-_PROBABILITY_GRID = (np.arange(100) + 0.5) / 100  # midpoints of 100 equal-probability slices
+_PROBABILITY_GRID = tuple(((np.arange(100) + 0.5) / 100).tolist())  # midpoints of 100 equal-probability slices
 
 
 def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
@@ -41,19 +41,28 @@ def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
 
 def exceedance(forecast: Forecast, allocation: float) -> np.ndarray:
     """P(demand > allocation) at every step: (horizon,)."""
-    levels = np.asarray(forecast.quantiles)
+    levels = forecast.quantiles
     values = forecast.values
-    out = np.empty(len(values))
-    for h, row in enumerate(values):
-        if allocation >= row[-1]:
-            spread = row[-1] - row[-2]
-            decades = (allocation - row[-1]) / spread if spread > 1e-12 else math.inf
-            out[h] = (1 - levels[-1]) * 10.0 ** (-decades * math.log10((1 - levels[-2]) / (1 - levels[-1])))
-        elif allocation < row[0]:
-            # below the lowest quantile: linear from zero demand
-            out[h] = 1 - levels[0] * (allocation / row[0] if row[0] > 0 else 1.0)
-        else:
-            out[h] = 1 - float(np.interp(allocation, row, levels))
+    first, top = values[:, 0], values[:, -1]
+    # Between quantiles: linear. (np.interp needs one call per step; this is all steps at once.)
+    j = np.minimum(np.count_nonzero(values <= allocation, axis=1), values.shape[1] - 1)
+    rows = np.arange(len(values))
+    lo, hi = values[rows, j - 1], values[rows, j]
+    lv = np.asarray(levels)
+    span = hi - lo
+    w = np.divide(allocation - lo, span, out=np.ones_like(span), where=span > 0)
+    out = 1 - (lv[j - 1] + w * (lv[j] - lv[j - 1]))
+    # Below the lowest quantile: linear from zero demand.
+    low = allocation < first
+    if low.any():
+        out[low] = 1 - levels[0] * np.divide(allocation, first[low], out=np.ones(int(low.sum())),
+                                             where=first[low] > 0)
+    # At or above the top quantile: the exponential tail.
+    high = allocation >= top
+    if high.any():
+        spread = top[high] - values[high, -2]
+        decades = np.divide(allocation - top[high], spread, out=np.full(len(spread), np.inf), where=spread > 1e-12)
+        out[high] = (1 - levels[-1]) * 10.0 ** (-decades * math.log10((1 - levels[-2]) / (1 - levels[-1])))
     return out
 
 
@@ -76,12 +85,13 @@ def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> t
     return weights[1:], k, tail  # the first row multiplies zero demand
 
 
-def quantile_grid(forecast: Forecast, levels: np.ndarray = _PROBABILITY_GRID) -> np.ndarray:
+def quantile_grid(forecast: Forecast, levels: tuple[float, ...] = _PROBABILITY_GRID) -> np.ndarray:
     """The forecast's quantiles at many ``levels`` (sorted) for every step: (horizon, len(levels)).
     Between zero demand and the lowest quantile, and between quantiles, linear; above the top one
-    the exponential tail of :func:`quantile_at`."""
+    the exponential tail of :func:`quantile_at`. ``levels`` is a tuple: the interpolation weights
+    are cached by it (this runs millions of times in a replay)."""
     values = forecast.values
-    weights, k, tail = _interpolation(tuple(forecast.quantiles), tuple(levels))
+    weights, k, tail = _interpolation(forecast.quantiles, levels)
     out = np.empty((len(values), len(levels)))
     out[:, :k] = values @ weights
     if len(tail):
@@ -107,6 +117,7 @@ def _shortfall(grid: np.ndarray, allocation: float) -> float:
 
 # The levels cost-optimal sizing chooses among: fine to p99, then by tenths of a decade to p99.99.
 _SIZING_LEVELS = np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.geomspace(0.01, 1e-4, 21)[1:]])
+_SIZING_KEY = tuple(_SIZING_LEVELS.tolist())
 
 
 def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndarray:
@@ -114,25 +125,31 @@ def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndar
     ``violation_cost`` the cost-optimal level of each step; plus the tier's margin."""
     if tier.violation_cost is None:
         return quantile_at(forecast, tier.quantile) * (1 + tier.margin)
-    grid = quantile_grid(forecast, _SIZING_LEVELS)  # (horizon, levels)
+    grid = quantile_grid(forecast, _SIZING_KEY)  # (horizon, levels)
     held = np.minimum(grid, ceiling)
     # Demand above the ceiling is a violation whatever the allocation: only P(held < demand <=
     # ceiling) is at stake, = P(demand <= ceiling) - level (0 once the level reaches the ceiling).
     within = _level_at(grid, ceiling)
-    cost = held + tier.violation_cost * ceiling * np.maximum(within[:, None] - _SIZING_LEVELS, 0.0)
+    cost = held + tier.violation_cost * ceiling * np.maximum(np.reshape(within, (-1, 1)) - _SIZING_LEVELS, 0.0)
     return held[np.arange(len(held)), cost.argmin(axis=1)] * (1 + tier.margin)
 
 
-def _level_at(grid: np.ndarray, value: float) -> np.ndarray:
+def _level_at(grid: np.ndarray, value: float) -> np.ndarray | float:
     """P(demand <= value) at every step from a grid of quantiles at _SIZING_LEVELS (linear between
     them; the lowest level below the grid, 1 above it)."""
-    below = (grid < value).sum(axis=1)
-    inner = np.clip(below, 1, grid.shape[1] - 1)
+    n = grid.shape[1]
+    if grid[:, -1].max() < value:  # the usual case: the whole grid is below the ceiling
+        return 1.0
+    below = np.count_nonzero(grid < value, axis=1)
+    inner = np.minimum(np.maximum(below, 1), n - 1)
     rows = np.arange(len(grid))
     lo, hi = grid[rows, inner - 1], grid[rows, inner]
-    frac = np.clip((value - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
+    span = hi - lo
+    frac = np.minimum(np.maximum(np.divide(value - lo, span, out=np.zeros_like(span), where=span > 0), 0.0), 1.0)
     level = _SIZING_LEVELS[inner - 1] + frac * (_SIZING_LEVELS[inner] - _SIZING_LEVELS[inner - 1])
-    return np.where(below == 0, _SIZING_LEVELS[0], np.where(below == grid.shape[1], 1.0, level))
+    level[below == 0] = _SIZING_LEVELS[0]
+    level[below == n] = 1.0
+    return level
 
 
 def sizing_name(tier: TierPolicy) -> str:
@@ -175,11 +192,11 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
     need_now = float(lead.max())
     window = upper[: tier.shrink_window_steps] if tier.shrink_window_steps else upper
     need = max(float(window.max()), need_now, floor)
-    level = sizing_name(tier)
     if need_now > current * 1.01 and current < ceiling:
         target = min(max(need_now * (1 + tier.grow_headroom), floor), ceiling)
         confidence = float(exceedance(forecast, current)[: tier.lead_steps + 1].max())
-        reason = (f"{metric} {level} forecast {need_now:.3g} {unit} (with {tier.margin:.0%} margin) within "
+        margin = f" (with {tier.margin:.0%} margin)" if tier.margin else ""
+        reason = (f"{metric} {sizing_name(tier)} forecast {need_now:.3g} {unit}{margin} within "
                   f"{(tier.lead_steps + 1) * 5} min exceeds the {current:.3g} allocated "
                   f"(P(demand > allocation) = {confidence:.2f})")
         return MetricDecision(target, "presculpt", reason, confidence, need, 0, 0)
@@ -194,13 +211,13 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
     below = below_steps + 1 if need < current * (1 - tier.deadband) else 0
     cooled = step - memory.last_resize_step >= tier.cooldown_steps
     if reclaim_idle_steps and idle >= reclaim_idle_steps and cooled and need < current * 0.99:
-        reason = (f"{metric} idle: {level} forecast below {idle_fraction:.0%} of the maximum for "
+        reason = (f"{metric} idle: {sizing_name(tier)} forecast below {idle_fraction:.0%} of the maximum for "
                   f"{idle} steps; reclaim down to {need:.3g} {unit}")
         return MetricDecision(need, "reclaim", reason, 0.0, need, 0, 0)
     if below >= tier.hold_steps and cooled:
         target = max(need * (1 + tier.grow_headroom), current * (1 - tier.max_step_down), floor)
         if target < current * 0.99:
-            reason = (f"{metric} {level} forecast {need:.3g} {unit} over the next {len(window) * 5} min stayed below the "
+            reason = (f"{metric} {sizing_name(tier)} forecast {need:.3g} {unit} over the next {len(window) * 5} min stayed below the "
                       f"{current:.3g} allocated for {below} steps; step down to {target:.3g}")
             return MetricDecision(target, "downgrade", reason, 0.0, need, 0, idle)
     return MetricDecision(current, "", "", 0.0, need, below, idle)

@@ -106,7 +106,7 @@ def test_expected_shortfall_sums_over_the_horizon():
 
 def test_quantile_grid_agrees_with_quantile_at():
     levels = np.array([0.005, 0.05, 0.1, 0.42, 0.9, 0.95, 0.99, 0.993, 0.995])
-    grid = quantile_grid(F, levels)
+    grid = quantile_grid(F, tuple(levels.tolist()))
     assert grid.shape == (HORIZON, len(levels))
     for k, p in enumerate(levels):
         np.testing.assert_allclose(grid[:, k], quantile_at(F, p), rtol=1e-12)
