@@ -33,7 +33,7 @@ from presculpt.coordinator.planner.model import (
     VmMemory,
     VmSnapshot,
 )
-from presculpt.coordinator.planner.rules import MetricDecision, decide, shortfall_avoided
+from presculpt.coordinator.planner.rules import MetricDecision, decide, shortfall_avoided, violations_avoided
 
 STEP_HOURS = 300.0 / 3600.0
 
@@ -186,13 +186,23 @@ def veto(w: _Work, config: PlannerConfig) -> None:
     delta = (w.cpu_target - cur.cpu_cores) * cost.price_vcpu_hour + \
         (w.memory_target - cur.memory_mib) / 1024 * cost.price_gib_hour
     step_h = config.step_s / 3600.0
-    risk = 0.0  # expected shortfall avoided (negative: added), in money
+    # The violations a change avoids (negative: adds), priced in money. With cost-optimal CPU sizing
+    # the tier prices CPU as its sizing did: each violated step it can avoid (demand up to the
+    # VM's maximum) at violation_cost steps of the whole VM. Otherwise, and for memory, the expected
+    # shortfall is priced at the tier's penalty.
+    risk = 0.0
     if vm.cpu is not None:
-        risk += shortfall_avoided(vm.cpu, cur.cpu_cores, w.cpu_target) * step_h * cost.price_vcpu_hour
+        if w.tier.violation_cost is not None:
+            risk += (violations_avoided(vm.cpu, cur.cpu_cores, w.cpu_target, float(vm.max_vcpus))
+                     * w.tier.violation_cost * vm.max_vcpus * step_h * cost.price_vcpu_hour)
+        else:
+            risk += (shortfall_avoided(vm.cpu, cur.cpu_cores, w.cpu_target) * step_h * cost.price_vcpu_hour
+                     * w.tier.penalty)
     if vm.memory is not None:
-        risk += shortfall_avoided(vm.memory, cur.memory_mib, w.memory_target) / 1024 * step_h * cost.price_gib_hour
-    w.benefit = max(risk, 0.0) * w.tier.penalty - min(delta, 0.0) * hours
-    w.action_cost = cost.resize_cost + max(delta, 0.0) * hours - min(risk, 0.0) * w.tier.penalty
+        risk += (shortfall_avoided(vm.memory, cur.memory_mib, w.memory_target) / 1024 * step_h
+                 * cost.price_gib_hour * w.tier.penalty)
+    w.benefit = max(risk, 0.0) - min(delta, 0.0) * hours
+    w.action_cost = cost.resize_cost + max(delta, 0.0) * hours - min(risk, 0.0)
     if w.action_cost - w.benefit > cost.veto_threshold and not _floor_raise(w):  # safety floors: never vetoed
         w.vetoed = True
         w.wanted = (w.cpu_target, w.memory_target)

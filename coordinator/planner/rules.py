@@ -110,6 +110,14 @@ def shortfall_avoided(forecast: Forecast, before: float, after: float) -> float:
     return _shortfall(grid, before) - _shortfall(grid, after)
 
 
+def violations_avoided(forecast: Forecast, before: float, after: float, ceiling: float) -> float:
+    """Expected violated steps over the horizon that moving the allocation from ``before`` to
+    ``after`` avoids (negative: adds), counting only demand up to ``ceiling`` (above it a step is
+    violated whatever the allocation)."""
+    lo, hi = min(before, ceiling), min(after, ceiling)
+    return float((exceedance(forecast, lo) - exceedance(forecast, hi)).sum())
+
+
 def _shortfall(grid: np.ndarray, allocation: float) -> float:
     """Mean over the equal-probability levels of the demand above ``allocation``, summed over steps."""
     return float(np.maximum(grid - allocation, 0.0).sum() / grid.shape[1])

@@ -546,3 +546,19 @@ def test_memory_keeps_its_own_pacing():
     assert final(p, s)["vm-1"].memory_mib < 4096.0  # the third low run
     with pytest.raises(ValueError, match=r"hold_steps.*\(memory_pacing\)|step counts.*\(memory_pacing\)"):
         TierPolicy("t", memory_pacing=Pacing(hold_steps=-1))
+
+
+def test_the_veto_prices_cost_optimal_cpu_as_its_sizing_does():
+    # After a burst: p99 0.7 cores for the next step, 3.05 cores allocated of 4. The sizing steps
+    # down to about p99 (the next steps' need is met when they come); pricing the hour's shortfall
+    # at p99's penalty (99x) would veto that, though a violated step costs the tier 20 steps of the VM.
+    tier = TierPolicy("silver", margin=0.0, violation_cost=20.0, hold_steps=1, cooldown_steps=0, grow_headroom=0.0,
+                      max_step_down=1.0, shrink_window_steps=1, lead_steps=0)
+    config = PlannerConfig(tiers={"silver": tier})
+    # ... and later in the hour the tail fattens (it is the VM's own: bursts come back).
+    later = np.tile([0.1, 0.3, 3.0, 3.5, 4.0], (11, 1))
+    tail = Forecast((0.5, 0.9, 0.99, 0.995, 0.999), np.vstack([[0.1, 0.2, 0.7, 1.5, 3.0], later]))
+    s = Snapshot(1, (replace(vm(cores=3.05, max_vcpus=4), cpu=tail),))
+    a = only(plan(s, config), "vm-1")
+    assert a.kind == "downgrade" and not a.vetoed, a.reason
+    assert a.target.cpu_cores == pytest.approx(0.7, abs=0.05)

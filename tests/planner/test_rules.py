@@ -10,7 +10,7 @@ import pytest
 
 from presculpt.coordinator.planner.model import Forecast, TierPolicy, VmMemory
 from presculpt.coordinator.planner.rules import (
-    decide, exceedance, expected_shortfall, provisioned, quantile_at, quantile_grid)
+    decide, exceedance, expected_shortfall, provisioned, quantile_at, quantile_grid, violations_avoided)
 
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
 HORIZON = 12
@@ -152,3 +152,10 @@ def test_cost_optimal_sizing_in_a_decision_and_not_for_memory():
     assert tier.for_memory.violation_cost is None
     with pytest.raises(ValueError, match="violation_cost"):
         TierPolicy("t", violation_cost=0.0)
+
+
+def test_violations_avoided_counts_only_demand_up_to_the_ceiling():
+    # P(demand > 2) = 1%, P(demand > 8) = 0.1%, P(demand > 4) = 0.7% (linear between p99 and p99.9)
+    assert violations_avoided(BURSTY, 2.0, 8.0, 8.0) == pytest.approx(12 * 0.009)
+    assert violations_avoided(BURSTY, 2.0, 8.0, 4.0) == pytest.approx(12 * 0.003)
+    assert violations_avoided(BURSTY, 8.0, 2.0, 8.0) == pytest.approx(-12 * 0.009)  # a shrink adds them
