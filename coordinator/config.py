@@ -192,7 +192,7 @@ def _default_tiers() -> dict[str, TierSettings]:
     return {
         "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
                              memory_quantile=0.9999, memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
-        "silver": TierSettings(priority=2, margin=0.0, violation_cost=20.0, lead_steps=0, hold_steps=1,
+        "silver": TierSettings(priority=2, margin=0.0, violation_cost=15.0, lead_steps=0, hold_steps=1,
                                shrink_window_steps=1, deadband=0.05, max_step_down=1.0, grow_headroom=0.0,
                                cooldown_steps=1),
         "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,

@@ -109,8 +109,8 @@ DEFAULT_TIERS: dict[str, TierPolicy] = {
                        memory_quantile=0.9999, memory_margin=0.10,
                        memory_pacing=Pacing(hold_steps=6, shrink_window_steps=6)),
     # Measured on the Bitbrains trace (`presculpt replay`): CPU at the cost-optimal level of each step,
-    # followed closely (a violated step costs 20 steps of the whole VM); memory at p99.9 + 10%, paced slowly.
-    "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=20.0, lead_steps=0, hold_steps=1,
+    # followed closely (a violated step costs 15 steps of the whole VM); memory at p99.9 + 10%, paced slowly.
+    "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=15.0, lead_steps=0, hold_steps=1,
                          shrink_window_steps=1, deadband=0.05, max_step_down=1.0, grow_headroom=0.0,
                          cooldown_steps=1, memory_quantile=0.999, memory_margin=0.10, memory_pacing=Pacing()),
     "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2,
