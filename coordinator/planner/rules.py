@@ -8,6 +8,7 @@ beyond the forecast's top quantile follow an exponential tail fitted to its two 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass
@@ -40,30 +41,25 @@ def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
 
 
 def exceedance(forecast: Forecast, allocation: float) -> np.ndarray:
-    """P(demand > allocation) at every step: (horizon,)."""
+    """P(demand > allocation) at every step: (horizon,). Linear between quantiles, linear from zero
+    demand below the lowest, the exponential tail above the top one. (Plain Python over the dozen
+    steps: this runs millions of times in a replay, where numpy's per-call overhead dominates.)"""
     levels = forecast.quantiles
-    values = forecast.values
-    first, top = values[:, 0], values[:, -1]
-    # Between quantiles: linear. (np.interp needs one call per step; this is all steps at once.)
-    j = np.minimum(np.count_nonzero(values <= allocation, axis=1), values.shape[1] - 1)
-    rows = np.arange(len(values))
-    lo, hi = values[rows, j - 1], values[rows, j]
-    lv = np.asarray(levels)
-    span = hi - lo
-    w = np.divide(allocation - lo, span, out=np.ones_like(span), where=span > 0)
-    out = 1 - (lv[j - 1] + w * (lv[j] - lv[j - 1]))
-    # Below the lowest quantile: linear from zero demand.
-    low = allocation < first
-    if low.any():
-        out[low] = 1 - levels[0] * np.divide(allocation, first[low], out=np.ones(int(low.sum())),
-                                             where=first[low] > 0)
-    # At or above the top quantile: the exponential tail.
-    high = allocation >= top
-    if high.any():
-        spread = top[high] - values[high, -2]
-        decades = np.divide(allocation - top[high], spread, out=np.full(len(spread), np.inf), where=spread > 1e-12)
-        out[high] = (1 - levels[-1]) * 10.0 ** (-decades * math.log10((1 - levels[-2]) / (1 - levels[-1])))
-    return out
+    top, second = levels[-1], levels[-2]
+    tail = math.log10((1 - second) / (1 - top))
+    out = []
+    for row in forecast.values.tolist():
+        if allocation >= row[-1]:
+            spread = row[-1] - row[-2]
+            decades = (allocation - row[-1]) / spread if spread > 1e-12 else math.inf
+            out.append((1 - top) * 10.0 ** (-decades * tail))
+        elif allocation < row[0]:
+            out.append(1 - levels[0] * (allocation / row[0] if row[0] > 0 else 1.0))
+        else:
+            k = bisect.bisect_right(row, allocation)  # row[k - 1] <= allocation < row[k]
+            lo, hi = row[k - 1], row[k]
+            out.append(1 - (levels[k - 1] + (allocation - lo) / (hi - lo) * (levels[k] - levels[k - 1])))
+    return np.array(out)
 
 
 @functools.lru_cache(maxsize=16)
