@@ -60,6 +60,12 @@ def base_floor(values: np.ndarray, capacity: float | None) -> float:
     return max(BASE_FLOOR_FRACTION * top, 1e-9)
 
 
+def tail_ceiling(values: np.ndarray, capacity: float | None, config: "TailConfig") -> float:
+    """The most the series can reach: its capacity, or the most it reached in the last
+    ``history_steps`` of ``values`` where that is higher (CPU time counted slightly above the vCPUs)."""
+    return max(capacity or 0.0, float(np.nanmax(values[-config.history_steps:], initial=0.0)))
+
+
 def recent_peak(values: np.ndarray, base_steps: int, floor: float) -> float:
     """The peak of the last ``base_steps`` values (NaN ignored), at least ``floor``."""
     return max(float(np.nanmax(values[-base_steps:], initial=0.0)), floor)
@@ -109,8 +115,7 @@ def calibrate_tail(history: SeriesHistory, forecast: QuantileForecast,
     ratios = ratio_quantiles(values, len(forecast.values), config, history.capacity)
     if ratios is None:
         return forecast
-    recent = values[-config.history_steps:]
-    ceiling = max(history.capacity or 0.0, float(np.nanmax(recent, initial=0.0)))
+    ceiling = tail_ceiling(values, history.capacity, config)
     peak = recent_peak(values, config.base_steps, base_floor(values, history.capacity))
     levels, out = apply_tail(forecast.values, forecast.quantiles, ratios, peak, ceiling, config)
     return replace(forecast, quantiles=levels, values=out)

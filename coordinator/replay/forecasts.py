@@ -27,7 +27,7 @@ from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.predictor import LstmForecaster
 from presculpt.coordinator.forecast.lstm.training import TrainConfig
-from presculpt.coordinator.forecast.tail import TailConfig, apply_tail, base_floor, ratio_quantiles
+from presculpt.coordinator.forecast.tail import TailConfig, apply_tail, base_floor, ratio_quantiles, tail_ceiling
 from presculpt.coordinator.replay.trace import DAY_STEPS, ReplayTrace
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class CausalForecasts:
                 continue
             origins = np.arange(max(start, lo + 1), min(stop, int(self.trace.last[i]) + 1)) - lo
             floor = base_floor(before, s.capacity)
-            ceiling = max(s.capacity or 0.0, float(np.nanmax(before[-tail.history_steps:], initial=0.0)))
+            ceiling = tail_ceiling(before, s.capacity, tail)
             rows = origins + lo - start
             forecast = block[i, rows].astype(np.float64)
             known = ~np.isnan(forecast).any(axis=(1, 2))
