@@ -174,6 +174,7 @@ class TierSettings:
     memory_margin: float = 0.10  # safety margin on top of it (fraction)
     violation_cost: float = 0.0  # CPU: cost-optimal level per step, a violated step costing this x the VM's max; 0: off
     memory_pacing: PacingSettings = field(default_factory=PacingSettings)  # memory's own lead, hold, bands
+    memory_peak_factor: float = 0.0  # memory never below this x its peak of planner.memory_peak_hours; 0: off
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,11 @@ class QuotaSettings:
 def _default_tiers() -> dict[str, TierSettings]:
     return {
         "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
-                             memory_quantile=0.9999, memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
+                             memory_quantile=0.9999, memory_peak_factor=1.5,
+                             memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
         "silver": TierSettings(priority=2, margin=0.0, violation_cost=15.0, lead_steps=0, hold_steps=1,
                                shrink_window_steps=1, deadband=0.05, max_step_down=1.0, grow_headroom=0.0,
-                               cooldown_steps=1),
+                               cooldown_steps=1, memory_peak_factor=1.2),
         "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
                                memory_margin=0.05, memory_pacing=PacingSettings(hold_steps=2, shrink_window_steps=2)),
     }
@@ -212,6 +214,7 @@ class PlannerSettings:
     memory_margin_fraction: float = 0.10  # never balloon below used * (1 + this) + memory_margin_mib
     memory_margin_mib: float = 128.0
     memory_floor_mib: float = 256.0
+    memory_peak_hours: float = 24.0  # the window of a tier's memory_peak_factor
     cpu_floor_cores: float = 0.1
     reclaim_idle_steps: int = 36
     idle_fraction: float = 0.05
@@ -250,6 +253,7 @@ class PlannerSettings:
 
         tiers = {name: TierPolicy(name, **{**dataclasses.asdict(t), "violation_penalty": t.violation_penalty or None,
                                            "violation_cost": t.violation_cost or None,
+                                           "memory_peak_factor": t.memory_peak_factor or None,
                                            "memory_pacing": Pacing(**dataclasses.asdict(t.memory_pacing))})
                  for name, t in self.tiers.items()}
         cost = CostModel(price_vcpu_hour=self.price_vcpu_hour, price_gib_hour=self.price_gib_hour,
@@ -258,6 +262,7 @@ class PlannerSettings:
         return PlannerConfig(mode=self.mode, tiers=tiers, default_tier=self.default_tier,
                              memory_margin_fraction=self.memory_margin_fraction,
                              memory_margin_mib=self.memory_margin_mib, memory_floor_mib=self.memory_floor_mib,
+                             memory_peak_hours=self.memory_peak_hours,
                              cpu_floor_cores=self.cpu_floor_cores, reclaim_idle_steps=self.reclaim_idle_steps,
                              idle_fraction=self.idle_fraction, cost=cost)
 

@@ -202,6 +202,7 @@ class PlannerService:
         forecasts = {(r.host, r.uuid, r.metric): f for r in records
                      if (f := self.fresh_forecast(r, step_start)) is not None}
         samples = self.store.latest_samples()
+        peaks = self.store.rollup_peaks("memory_used_mib", now - self.config.memory_peak_hours * 3600, now)
         hosts_of = Counter(v.uuid for v in vms)
         snapshots, names, with_forecast = [], {}, 0
         for vm in vms:
@@ -211,7 +212,7 @@ class PlannerService:
                 continue
             snap = self.vm_snapshot(vm, forecasts.get((vm.host, vm.uuid, CPU_METRIC)),
                                     forecasts.get((vm.host, vm.uuid, MEMORY_METRIC)), samples.get((vm.host, vm.uuid)),
-                                    now)
+                                    now, peaks.get((vm.host, vm.uuid)))
             if vm.state not in PLANNED_STATES:
                 snap = dataclasses.replace(snap, opted_in=False, cpu=None, memory=None)
             snapshots.append(snap)
@@ -231,7 +232,7 @@ class PlannerService:
         return Forecast(tuple(record.quantiles), values)
 
     def vm_snapshot(self, vm: VmRecord, cpu: Forecast | None, memory: Forecast | None, sample: SampleRow | None,
-                    now: float) -> VmSnapshot:
+                    now: float, memory_peak: float | None = None) -> VmSnapshot:
         meta = vm.metadata
         tier = meta.get(TIER_KEY, "").strip()
         if tier and tier not in self.config.tiers and tier not in self._warned_tiers:
@@ -244,7 +245,7 @@ class PlannerService:
         return VmSnapshot(
             uuid=vm.uuid, host=vm.host, name=vm.name, current=Allocation(vm.vcpus, cores, float(vm.memory_mib)),
             max_vcpus=vm.max_vcpus, max_memory_mib=float(vm.max_memory_mib), floor_cores=self.config.cpu_floor_cores,
-            floor_memory_mib=self.config.memory_floor_mib, memory_used_mib=used, tier=tier,
+            floor_memory_mib=self.config.memory_floor_mib, memory_used_mib=used, memory_peak_mib=memory_peak, tier=tier,
             customer=meta.get(CUSTOMER_KEY, "").strip(), segment=meta.get(SEGMENT_KEY, "").strip(),
             opted_in=meta.get(OPT_IN_KEY, "").strip().lower() not in OPT_OUT_VALUES, cpu=cpu, memory=memory)
 

@@ -64,6 +64,10 @@ class TierPolicy:
     # the level its forecast's shape warrants: a high one where the tail is short, a lower one
     # where covering it would cost more than the violations it avoids. None: ``quantile``.
     violation_cost: float | None = None
+    # Memory never below this times the VM's peak use over the last ``memory_peak_hours`` (the
+    # planner's): the forecast follows the day, the peak remembers jumps the last hours do not show.
+    # None: off.
+    memory_peak_factor: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.quantile < 1.0:
@@ -82,6 +86,8 @@ class TierPolicy:
             raise ValueError(f"tier {self.name!r}: violation_penalty must not be negative")
         if self.violation_cost is not None and not self.violation_cost > 0:
             raise ValueError(f"tier {self.name!r}: violation_cost must be positive, got {self.violation_cost}")
+        if self.memory_peak_factor is not None and not self.memory_peak_factor > 0:
+            raise ValueError(f"tier {self.name!r}: memory_peak_factor must be positive, got {self.memory_peak_factor}")
         if self.memory_pacing is not None:
             try:
                 self.for_memory  # noqa: B018 - checks memory's pacing with the same rules
@@ -106,13 +112,15 @@ class TierPolicy:
 
 DEFAULT_TIERS: dict[str, TierPolicy] = {
     "gold": TierPolicy("gold", priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
-                       memory_quantile=0.9999, memory_margin=0.10,
+                       memory_quantile=0.9999, memory_margin=0.10, memory_peak_factor=1.5,
                        memory_pacing=Pacing(hold_steps=6, shrink_window_steps=6)),
     # Measured on the Bitbrains trace (`presculpt replay`): CPU at the cost-optimal level of each step,
-    # followed closely (a violated step costs 15 steps of the whole VM); memory at p99.9 + 10%, paced slowly.
+    # followed closely (a violated step costs 15 steps of the whole VM); memory at p99.9 + 10% and
+    # never below 1.2x its 24-hour peak, paced slowly.
     "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=15.0, lead_steps=0, hold_steps=1,
                          shrink_window_steps=1, deadband=0.05, max_step_down=1.0, grow_headroom=0.0,
-                         cooldown_steps=1, memory_quantile=0.999, memory_margin=0.10, memory_pacing=Pacing()),
+                         cooldown_steps=1, memory_quantile=0.999, memory_margin=0.10, memory_peak_factor=1.2,
+                         memory_pacing=Pacing()),
     "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2,
                          memory_quantile=0.99, memory_margin=0.05,
                          memory_pacing=Pacing(hold_steps=2, shrink_window_steps=2)),
@@ -146,6 +154,7 @@ class PlannerConfig:
     memory_margin_fraction: float = 0.10  # never balloon below used * (1 + this) ...
     memory_margin_mib: float = 128.0  # ... plus this
     memory_floor_mib: float = 256.0
+    memory_peak_hours: float = 24.0  # the window of VmSnapshot.memory_peak_mib (a tier's memory_peak_factor)
     cpu_floor_cores: float = 0.1
     reclaim_idle_steps: int = 36  # an opted-in VM whose upper forecast stayed under idle_fraction ...
     idle_fraction: float = 0.05  # ... of its maximum this long is reclaimed down to its floor
@@ -159,6 +168,8 @@ class PlannerConfig:
                              f"({', '.join(sorted(self.tiers))})")
         if self.step_s <= 0 or self.memory_margin_fraction < 0 or self.memory_margin_mib < 0:
             raise ValueError("planner step_s must be positive and memory margins not negative")
+        if not self.memory_peak_hours > 0:
+            raise ValueError(f"planner memory_peak_hours must be positive, got {self.memory_peak_hours:g}")
 
     def tier(self, name: str) -> TierPolicy:
         return self.tiers.get(name) or self.tiers[self.default_tier]
@@ -197,6 +208,7 @@ class VmSnapshot:
     floor_cores: float = 0.1
     floor_memory_mib: float = 256.0
     memory_used_mib: float | None = None  # what the guest uses (balloon stats); None: unknown
+    memory_peak_mib: float | None = None  # the most it used over PlannerConfig.memory_peak_hours; None: unknown
     tier: str = ""
     customer: str = ""
     segment: str = ""

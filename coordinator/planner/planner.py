@@ -87,10 +87,14 @@ def decide_vm(vm: VmSnapshot, memory: VmMemory, step: int, config: PlannerConfig
                      config.reclaim_idle_steps)
     if vm.opted_in and vm.memory is not None:
         hard = memory_floor(vm, config) if vm.memory_used_mib is not None else 0.0
-        mem = decide("memory", "MiB", vm.memory, vm.current.memory_mib,
-                     max(vm.floor_memory_mib, config.memory_floor_mib), vm.max_memory_mib, tier.for_memory, memory,
-                     memory.memory_below_steps, step, hard_floor=hard,
-                     hard_floor_reason="what the guest uses plus the margin")
+        floor, why = max(vm.floor_memory_mib, config.memory_floor_mib), "the floor"
+        if tier.memory_peak_factor is not None and vm.memory_peak_mib is not None:
+            peak = min(vm.memory_peak_mib * tier.memory_peak_factor, vm.max_memory_mib)
+            if peak > floor:
+                floor, why = peak, f"{tier.memory_peak_factor:g}x its {config.memory_peak_hours:g}-hour peak"
+        mem = decide("memory", "MiB", vm.memory, vm.current.memory_mib, floor, vm.max_memory_mib, tier.for_memory,
+                     memory, memory.memory_below_steps, step, hard_floor=hard,
+                     hard_floor_reason="what the guest uses plus the margin", floor_reason=why)
     work = _Work(vm, tier, cpu, mem, cpu.target if cpu else vm.current.cpu_cores,
                  mem.target if mem else vm.current.memory_mib, [], memory_floor(vm, config))
     kinds = [d.kind for d in (cpu, mem) if d is not None and d.kind]

@@ -178,7 +178,8 @@ class MetricDecision:
 
 def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: float, ceiling: float,
            tier: TierPolicy, memory: VmMemory, below_steps: int, step: int, idle_fraction: float = 0.0,
-           reclaim_idle_steps: int = 0, hard_floor: float = 0.0, hard_floor_reason: str = "") -> MetricDecision:
+           reclaim_idle_steps: int = 0, hard_floor: float = 0.0, hard_floor_reason: str = "",
+           floor_reason: str = "the floor") -> MetricDecision:
     """Pre-sculpt, downgrade or reclaim one metric (or keep it), by the rules of ``tier``.
 
     - pre-sculpt: the provisioned quantile (plus margin) of the lead window exceeds the allocation:
@@ -188,7 +189,9 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
       by at most ``max_step_down``;
     - reclaim: the upper forecast stayed below ``idle_fraction`` of the ceiling for
       ``reclaim_idle_steps``: go to the need at once.
-    ``hard_floor`` (memory: what the guest uses plus a margin) is never crossed downwards.
+    Neither ``floor`` nor ``hard_floor`` (memory: what the guest uses plus a margin) is crossed
+    downwards; an allocation below them is raised back at once (``floor_reason`` and
+    ``hard_floor_reason`` say what they are).
     """
     floor = max(floor, hard_floor)
     upper = provisioned(forecast, tier, ceiling)
@@ -207,7 +210,7 @@ def decide(metric: str, unit: str, forecast: Forecast, current: float, floor: fl
     if current < floor * 0.999:
         # Past the floor by the grow headroom, as any grow: a floor that creeps up with what the
         # guest uses would otherwise be chased by a raise every step.
-        why = hard_floor_reason if hard_floor > 0 and floor == hard_floor else "the floor"
+        why = hard_floor_reason if hard_floor > 0 and floor == hard_floor else floor_reason
         target = min(floor * (1 + tier.grow_headroom), ceiling)
         return MetricDecision(target, "presculpt", f"{metric} below {why} ({floor:.3g} {unit}): raise to {target:.3g} {unit}",
                               1.0, need, 0, 0, safety=True)

@@ -17,11 +17,10 @@ last); a percentile is the upper edge of the bucket where the cumulative weight 
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
-from presculpt.coordinator.replay.trace import DAY_STEPS
+from presculpt.coordinator.replay.trace import DAY_STEPS, trailing_peak
 
 BUCKET_RATIO = 1.05
 CPU_FIRST_BUCKET = 0.01  # cores
@@ -140,11 +139,6 @@ def vpa_memory(demand: np.ndarray, maximum: np.ndarray, first: np.ndarray, days:
 def autopilot_memory(demand: np.ndarray, maximum: np.ndarray, window: int = DAY_STEPS,
                      factor: float = 1.10) -> np.ndarray:
     """The peak of the previous 24 h plus 10%."""
-    n, steps = demand.shape
-    padded = np.concatenate([np.full((n, window), np.nan), demand], axis=1)
-    view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1)[:, :steps]  # [t] = d[t-window:t]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (before the VM's first sample)
-        peak = np.nanmax(view, axis=2)
+    peak = trailing_peak(demand, window)
     out = np.where(np.isnan(peak), maximum[:, None], peak * factor)
     return np.where(np.isnan(demand), np.nan, out)

@@ -24,7 +24,14 @@ from presculpt.coordinator.planner.model import (
 )
 from presculpt.coordinator.planner.planner import plan
 from presculpt.coordinator.replay.forecasts import CausalForecasts
-from presculpt.coordinator.replay.trace import CPU_FLOOR_CORES, DAY_STEPS, MEMORY_FLOOR_MIB, ReplayTrace
+from presculpt.coordinator.replay.trace import (
+    CPU_FLOOR_CORES,
+    DAY_STEPS,
+    MEMORY_FLOOR_MIB,
+    STEP_S,
+    ReplayTrace,
+    trailing_peak,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,8 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
     memory: dict[str, VmMemory] = {}
     kinds: Counter = Counter()
     cpu_levels, mem_levels = forecasts.levels("cpu_cores"), forecasts.levels("memory_mib")
+    # What the guest used at t - 1 and its peak over the planner's window before t.
+    peaks = trailing_peak(trace.memory, max(1, round(config.memory_peak_hours * 3600 / STEP_S)))
     for start in range(0, steps, DAY_STEPS):
         stop = min(steps, start + DAY_STEPS)
         block = forecasts.block(start, stop)
@@ -53,11 +62,13 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
                 cpu = cpu_fc[i, k]
                 mem = mem_fc[i, k] if has_memory[i] else None
                 used = trace.memory[i, t - 1] if has_memory[i] and t > trace.first[i] else None
+                peak = peaks[i, t] if used is not None else None
                 vms.append(VmSnapshot(
                     uuid=trace.vm_ids[i], host="replay", name=trace.vm_ids[i], current=current[i],
                     max_vcpus=int(trace.max_vcpus[i]), max_memory_mib=float(max_mem[i]),
                     floor_cores=CPU_FLOOR_CORES, floor_memory_mib=MEMORY_FLOOR_MIB,
                     memory_used_mib=None if used is None or np.isnan(used) else float(used),
+                    memory_peak_mib=None if peak is None or np.isnan(peak) else float(peak),
                     cpu=None if np.isnan(cpu[0, 0]) else Forecast(cpu_levels, cpu.astype(np.float64)),
                     memory=None if mem is None or np.isnan(mem[0, 0]) else Forecast(mem_levels, mem.astype(np.float64))))
             result = plan(Snapshot(t, tuple(vms), memory=memory), config)

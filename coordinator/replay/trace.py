@@ -9,6 +9,7 @@ them, they are not scored.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,16 @@ class ReplayTrace:
     def has_memory(self) -> np.ndarray:
         """(N,) True where the VM has a memory size and memory samples."""
         return ~np.isnan(self.max_mem_mib) & ~np.all(np.isnan(self.memory), axis=1)
+
+
+def trailing_peak(values: np.ndarray, window: int) -> np.ndarray:
+    """``[i, t]``: the peak of ``values[i, t - window:t]`` (NaN where all of it is unknown)."""
+    n, steps = values.shape
+    padded = np.concatenate([np.full((n, window), np.nan), values], axis=1)
+    view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1)[:, :steps]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (before the VM's first sample)
+        return np.nanmax(view, axis=2)
 
 
 def load_replay_trace(trace_dir: str | Path, warmup_days: float = 7.0, vm_ids: list[str] | None = None,

@@ -78,6 +78,11 @@ class MetricStore(Protocol):
         """Every present VM's bucket means of ``metrics`` in ``[start, end)``, in one scan."""
         ...
 
+    def rollup_peaks(self, metric: str, start: float, end: float) -> dict[tuple[str, str], float]:
+        """Every present VM's highest bucket mean of ``metric`` in ``[start, end)`` (VMs without
+        one in that span are left out)."""
+        ...
+
     # -- forecasts -----------------------------------------------------------------------
     def store_forecasts(self, records: Sequence[ForecastRecord]) -> int:
         """Store forecasts (replacing those of the same VM, metric and origin); returns how many."""

@@ -479,6 +479,17 @@ class SqliteMetricStore:
             out.setdefault((host, uuid), []).append(tuple(values))
         return out
 
+    def rollup_peaks(self, metric: str, start: float, end: float) -> dict[tuple[str, str], float]:
+        """Every present VM's highest bucket mean of ``metric`` with ``start <= bucket < end``."""
+        if metric not in ROLLUP_METRICS:
+            raise ValueError(f"no roll-up of {metric!r}")
+        rows = self._read(
+            f"SELECT v.host, v.uuid, max(r.{metric}_mean) FROM vms v JOIN rollups r ON r.vm_id = v.id "
+            "WHERE v.present = 1 AND r.start >= ? AND r.start < ? GROUP BY v.id",
+            (start, end),
+        )
+        return {(host, uuid): peak for host, uuid, peak in rows if peak is not None}
+
     def store_forecasts(self, records: Sequence[ForecastRecord]) -> int:
         """Store forecasts (replacing any of the same VM, metric and origin); VMs unknown to the
         store are skipped. Returns the number stored."""

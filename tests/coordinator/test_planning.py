@@ -178,11 +178,15 @@ def test_metadata_tier_opt_out_and_memory_use(tmp_path):
     try:
         at = now_in_a_step()
         store_forecasts(c.server.store, at - 1, vms)
-        c.server.store.store_batch(MetricBatch("h1", 1, (SampleRow("u-web1", at - 10, 5.0, 2.0, 2, None, 4096,
-                                                                   3500.0, 500.0, 0, 0, 0, 0),)))
+        # What web-1 used: 9000 MiB 25 hours ago (past the 24-hour peak window), 6000 an hour ago, 3500 now.
+        for seq, (ago, used) in enumerate(((25 * 3600, 9000.0), (3600, 6000.0), (10, 3500.0)), start=1):
+            c.server.store.store_batch(MetricBatch("h1", seq, (SampleRow("u-web1", at - ago, 5.0, 2.0, 2, None, 4096,
+                                                                         used, 500.0, 0, 0, 0, 0),)))
+        c.server.store.compute_rollups(now=at)
         snapshot, names, _ = c.server.planner.load_snapshot(at, int(at // STEP), {})
         by_uuid = {v.uuid: v for v in snapshot.vms}
         assert by_uuid["u-web1"].memory_used_mib == 3500.0 and by_uuid["u-web2"].memory_used_mib is None
+        assert by_uuid["u-web1"].memory_peak_mib == 6000.0 and by_uuid["u-web2"].memory_peak_mib is None
         # A paused VM is left as it is but counts in its host's capacity; a shut-off one is not planned.
         assert names == {("h1", f"u-web{i}"): f"web-{i}" for i in (1, 2, 3, 4)}
         assert not by_uuid["u-web4"].opted_in and by_uuid["u-web4"].cpu is None

@@ -129,6 +129,13 @@ def test_rollups_min_mean_max(store):
     assert [row[:2] for row in means[("h1", "u-a")]] == [(0.0, 2.0), (300.0, 5.0)]
     assert set(means) == {("h1", "u-a"), ("h1", "u-b")}
     assert store.rollup_means(["cpu_cores"], 300, 1e9) == {("h1", "u-a"): [(300.0, 5.0)]}
+    # The peak of the bucket means (2 and 5), within the span only; a VM without a bucket there is left out.
+    assert store.rollup_peaks("cpu_cores", 0, 1e9)[("h1", "u-a")] == 5.0
+    assert store.rollup_peaks("cpu_cores", 0, 300) == {("h1", "u-a"): 2.0, ("h1", "u-b"): pytest.approx(
+        means[("h1", "u-b")][0][1])}
+    assert store.rollup_peaks("cpu_cores", 300, 1e9) == {("h1", "u-a"): 5.0}
+    with pytest.raises(ValueError, match="no roll-up of 'disk'"):
+        store.rollup_peaks("disk", 0, 1e9)
 
 
 def test_imported_history_sits_before_live_roll_ups(store):

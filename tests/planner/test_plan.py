@@ -268,6 +268,45 @@ def test_swapping_respects_the_memory_floor():
     assert [(u.vm, u.memory_mib > 0) for u in p.unmet] == [("taker", True)]
 
 
+def test_memory_never_shrinks_below_the_tier_factor_of_its_peak():
+    # The forecast asks for at most 440 MiB, the guest now uses 300, but it used 3000 within the
+    # peak window: with memory_peak_factor 1.2 memory stays at 3600 MiB or more.
+    tier = replace(DEFAULT_TIERS["silver"], memory_peak_factor=1.2)
+    config = PlannerConfig(tiers={**DEFAULT_TIERS, "silver": tier}, cost=CostModel(resize_cost=0.0))
+    v = vm(memory_mib=8192.0, memory=(100.0, 200.0, 300.0, 400.0), memory_used_mib=300.0, memory_peak_mib=3000.0)
+    s = Snapshot(1, (v,), memory={"vm-1": VmMemory(memory_below_steps=100)})
+    seen = []
+    for _ in range(40):
+        p = plan(s, config)
+        seen += [a.target.memory_mib for a in p.applied()]
+        s = advance(s, p)
+    assert min(seen) >= 3600.0
+    assert final(p, s)["vm-1"].memory_mib <= 3600.0 / (1 - tier.deadband)  # stepped down to the floor's dead band
+    # Without the factor (or without a known peak) the forecast and what the guest uses decide.
+    without_factor = PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=0.0))
+    for other, guest in ((without_factor, v), (config, replace(v, memory_peak_mib=None))):
+        s = Snapshot(1, (guest,), memory={"vm-1": VmMemory(memory_below_steps=100)})
+        for _ in range(40):
+            s = advance(s, plan(s, other))
+        assert s.vms[0].current.memory_mib < 1000.0
+
+
+def test_a_new_memory_peak_raises_memory_at_once_and_is_never_vetoed():
+    tier = replace(DEFAULT_TIERS["silver"], memory_peak_factor=1.2)
+    for cost in (CostModel(), CostModel(resize_cost=1000.0)):
+        config = PlannerConfig(tiers={**DEFAULT_TIERS, "silver": tier}, cost=cost)
+        v = vm(memory_mib=2048.0, memory=(100.0, 200.0, 300.0, 400.0), memory_used_mib=300.0, memory_peak_mib=2500.0)
+        a = only(plan(Snapshot(5, (v,)), config), "vm-1")
+        assert a.kind == "presculpt" and not a.vetoed
+        assert a.target.memory_mib == math.floor(2500.0 * 1.2 * 1.1)  # past the floor by the grow headroom
+        assert "1.2x its 24-hour peak" in a.reason
+        # Capped at the VM's maximum.
+        a = only(plan(Snapshot(5, (replace(v, memory_peak_mib=7900.0),)), config), "vm-1")
+        assert a.target.memory_mib == 8192.0
+    with pytest.raises(ValueError, match="memory_peak_factor must be positive"):
+        TierPolicy("t", memory_peak_factor=0.0)
+
+
 # -- opt-out and reclaim ------------------------------------------------------------------------
 def test_opted_out_vms_get_no_action():
     vms = (vm("grow", cores=2.0, cpu=HIGH_CPU, opted_in=False),
