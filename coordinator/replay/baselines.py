@@ -17,7 +17,6 @@ last); a percentile is the upper edge of the bucket where the cumulative weight 
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from presculpt.coordinator.replay.trace import DAY_STEPS, trailing_peak
