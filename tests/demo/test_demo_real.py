@@ -8,6 +8,7 @@ It trains its forecaster on the first run and caches it: the second test loads i
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import signal
@@ -81,17 +82,19 @@ def test_a_short_demo_reshapes_real_guests_seen_from_inside(tmp_path):
 
 
 def test_ctrl_c_in_the_middle_stops_cleanly(tmp_path):
-    out = tmp_path / "out.json"
+    out, err = tmp_path / "out.json", tmp_path / "stderr.txt"
+    # stderr to a file (a pipe nobody reads could fill and block the demo); with the fault handler,
+    # a demo that does not stop is made to print every thread's stack before it is killed.
     proc = subprocess.Popen([*presculpt(), "demo", "--duration", "600", "--step-seconds", "2", "--json", str(out),
-                             "--out", str(tmp_path / "pictures")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+                             "--out", str(tmp_path / "pictures")], stdout=subprocess.PIPE, stderr=err.open("w"),
+                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         seen: list[str] = []
         while not any(line.startswith("Presculpt demo:") for line in seen):  # the replay's first status
-            assert proc.poll() is None, "".join(seen) + proc.stderr.read()
+            assert proc.poll() is None, "".join(seen) + err.read_text()
             assert time.monotonic() < deadline, "".join(seen)
             try:
                 seen.append(lines.get(timeout=1.0))
@@ -99,12 +102,21 @@ def test_ctrl_c_in_the_middle_stops_cleanly(tmp_path):
                 pass
         assert len(demo_guests()) == 3
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # the fault handler's dump of every thread
+            proc.wait(timeout=30)
+            after = []
+            while not lines.empty():
+                after.append(lines.get())
+            pytest.fail("the demo did not stop within 120 s of Ctrl-C; its output since:\n" + "".join(after[-40:])
+                        + "\nits stderr:\n" + err.read_text()[-12000:])
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert code == 130, proc.stderr.read()[-3000:]
+    assert code == 130, err.read_text()[-3000:]
     assert demo_guests() == []
     result = json.loads(out.read_text())
     assert result["interrupted"] and result["scenario"]["steps_run"] < 300
