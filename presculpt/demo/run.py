@@ -99,7 +99,9 @@ class Demo:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # Ctrl-C and SIGTERM stop the demo cleanly, also when it was started with SIGINT ignored
+        # (as a background job of a script is): Python then installs no KeyboardInterrupt of its own.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt), signal.signal(signal.SIGINT, _raise_interrupt)
         try:
             try:
                 with self.timings.step("prepare_scenario"):
@@ -126,7 +128,8 @@ class Demo:
         finally:
             with _sigint_masked(), self.timings.step("teardown"):
                 self.teardown()
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
         self.result["timing"] = {**self.timings.marks,
                                  "total_s": round(time.monotonic() - self.timings.started, 1)}
         if self.o.json_path:
