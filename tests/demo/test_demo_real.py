@@ -22,6 +22,7 @@ import pytest
 
 from presculpt.agent.hypervisor.libvirt import LibvirtHypervisor
 from presculpt.demo.run import DEFAULT_TRACE, NAME_PREFIX
+from presculpt.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -38,6 +39,16 @@ def demo_guests() -> list[str]:
     hv.connect()
     try:
         return [d.name for d in hv.list_domains() if d.name.startswith(NAME_PREFIX)]
+    finally:
+        hv.close()
+
+
+def remove_demo_guests() -> None:
+    """What a demo that had to be killed left behind (it would hold the host's vCPUs for the next tests)."""
+    hv = LibvirtHypervisor("qemu:///system")
+    hv.connect()
+    try:
+        Lab(hv, name_prefix=NAME_PREFIX).down()
     finally:
         hv.close()
 
@@ -116,6 +127,8 @@ def test_ctrl_c_in_the_middle_stops_cleanly(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.returncode != 130:
+            remove_demo_guests()
     assert code == 130, err.read_text()[-3000:]
     assert demo_guests() == []
     result = json.loads(out.read_text())
