@@ -7,6 +7,7 @@ It trains its forecaster on the first run and caches it: the second test loads i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,23 +36,25 @@ def presculpt() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "presculpt.cli"]
 
 
-def demo_guests() -> list[str]:
+@contextlib.contextmanager
+def system_hypervisor() -> Iterator[LibvirtHypervisor]:
     hv = LibvirtHypervisor("qemu:///system")
     hv.connect()
     try:
-        return [d.name for d in hv.list_domains() if d.name.startswith(NAME_PREFIX)]
+        yield hv
     finally:
         hv.close()
+
+
+def demo_guests() -> list[str]:
+    with system_hypervisor() as hv:
+        return [d.name for d in hv.list_domains() if d.name.startswith(NAME_PREFIX)]
 
 
 def remove_demo_guests() -> None:
     """What a demo that had to be killed left behind (it would hold the host's vCPUs for the next tests)."""
-    hv = LibvirtHypervisor("qemu:///system")
-    hv.connect()
-    try:
+    with system_hypervisor() as hv:
         Lab(hv, name_prefix=NAME_PREFIX).down()
-    finally:
-        hv.close()
 
 
 @pytest.fixture(autouse=True)
@@ -96,9 +100,10 @@ def test_ctrl_c_in_the_middle_stops_cleanly(tmp_path):
     out, err = tmp_path / "out.json", tmp_path / "stderr.txt"
     # stderr to a file (a pipe nobody reads could fill and block the demo); with the fault handler,
     # a demo that does not stop is made to print every thread's stack before it is killed.
-    proc = subprocess.Popen([*presculpt(), "demo", "--duration", "600", "--step-seconds", "2", "--json", str(out),
-                             "--out", str(tmp_path / "pictures")], stdout=subprocess.PIPE, stderr=err.open("w"),
-                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([*presculpt(), "demo", "--duration", "600", "--step-seconds", "2", "--json", str(out),
+                                 "--out", str(tmp_path / "pictures")], stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, cwd=tmp_path, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
