@@ -48,7 +48,7 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
     memory: dict[str, VmMemory] = {}
     kinds: Counter = Counter()
     cpu_levels, mem_levels = forecasts.levels("cpu_cores"), forecasts.levels("memory_mib")
-    # What the guest used at t - 1 and its peak over the planner's window before t.
+    # Each VM's peak use over the planner's window before each step (the memory_peak_factor floor).
     peaks = trailing_peak(trace.memory, max(1, round(config.memory_peak_hours * 3600 / STEP_S)))
     for start in range(0, steps, DAY_STEPS):
         stop = min(steps, start + DAY_STEPS)
