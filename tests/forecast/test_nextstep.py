@@ -1,0 +1,125 @@
+"""The learned next-step tail of CPU: causal features, a tail that depends on the VM's state,
+persistence, and refining only what it learned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from presculpt.coordinator.forecast.base import DAY_STEPS, QuantileForecast, SeriesHistory
+from presculpt.coordinator.forecast.evaluate import Series
+from presculpt.coordinator.forecast.nextstep import (
+    FEATURES,
+    HISTORY_STEPS,
+    NextStepConfig,
+    NextStepTail,
+    features,
+    next_features,
+)
+
+SIZE = 4.0
+CONFIG = NextStepConfig(trees=60, min_exceedances=10)  # 10,000 origins: the tests' small fleets
+IDLE, BUSY = 0.05 * SIZE, 0.9 * SIZE
+
+
+def two_state(steps: int, seed: int, mean_run: float = 50.0) -> np.ndarray:
+    """Runs of idle and busy steps of geometric length (mean ``mean_run``), a little noise."""
+    rng = np.random.default_rng(seed)
+    out, busy = np.empty(steps), bool(seed % 2)
+    t = 0
+    while t < steps:
+        run = int(rng.geometric(1 / mean_run))
+        out[t:t + run] = BUSY if busy else IDLE
+        t += run
+        busy = not busy
+    return out * rng.uniform(0.97, 1.03, steps)
+
+
+def series(n: int = 10, days: float = 10, train_days: float = 8, seed: int = 0) -> list[Series]:
+    steps, train = int(days * DAY_STEPS), int(train_days * DAY_STEPS)
+    return [Series(f"h/vm{k}/cpu_cores", "cpu_cores", two_state(steps, seed + k), 0.0, SIZE, train) for k in range(n)]
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[NextStepTail, list[Series]]:
+    data = series()
+    model = NextStepTail.fit(data, CONFIG)
+    assert model is not None
+    return model, data
+
+
+def test_features_read_only_the_values_before_each_origin_and_serving_computes_the_same():
+    rng = np.random.default_rng(3)
+    values = rng.gamma(0.3, 0.5, 3 * DAY_STEPS + HISTORY_STEPS)  # spiky
+    values[rng.random(len(values)) < 0.02] *= 20
+    values[500:520] = np.nan  # a gap in the record
+    every = features(values, SIZE, 1_000_000.0)
+    assert every.shape == (len(values) + 1, len(FEATURES))
+    for t in (HISTORY_STEPS, HISTORY_STEPS + 777, len(values)):
+        changed = values.copy()
+        changed[t:] = 99.0  # the future must not matter
+        assert np.array_equal(features(changed, SIZE, 1_000_000.0)[t], every[t], equal_nan=True)
+        served = next_features(values[:t], SIZE, 1_000_000.0 + t * 300)
+        assert np.allclose(served, every[t], rtol=1e-5, equal_nan=True)
+
+
+def test_the_tail_follows_the_state_and_is_calibrated_out_of_sample(trained):
+    model, data = trained
+    p90 = model.levels.index(0.9)
+    idle_rows, busy_rows, covered = [], [], []
+    for s in data:
+        origins = np.arange(s.train_end, len(s.values))
+        x = features(s.values, SIZE, s.start_ts, origins)
+        learned = model.predict(x)
+        last = s.values[origins - 1]
+        idle_rows.append(learned[last < 0.5 * SIZE, p90])
+        busy_rows.append(learned[last > 0.5 * SIZE, p90])
+        covered.append(s.values[origins] / SIZE <= learned[:, p90])
+    # One step after an idle step the VM is still idle 98% of the time, after a busy one busy:
+    # the 90th percentile is the state's level, not a tail pooled over both.
+    assert np.median(np.concatenate(idle_rows)) == pytest.approx(0.05, abs=0.03)
+    assert np.median(np.concatenate(busy_rows)) == pytest.approx(0.9, abs=0.06)
+    assert np.mean(np.concatenate(covered)) == pytest.approx(0.9, abs=0.04)
+
+
+def test_a_saved_tail_predicts_the_same_and_one_of_other_features_is_refused(trained):
+    model, data = trained
+    x = features(data[0].values, SIZE, 0.0, np.arange(DAY_STEPS, 2 * DAY_STEPS))
+    again = NextStepTail.from_dict(model.to_dict())
+    assert again.levels == model.levels
+    assert np.array_equal(again.predict(x), model.predict(x))
+    foreign = dict(model.to_dict(), features=["something", "else"])
+    with pytest.raises(ValueError, match="other features"):
+        NextStepTail.from_dict(foreign)
+
+
+def test_too_little_cpu_history_trains_nothing():
+    short = [Series("h/vm/cpu_cores", "cpu_cores", np.ones(DAY_STEPS + 50), 0.0, SIZE, DAY_STEPS + 50)]
+    unsized = [Series(s.key, s.metric, s.values, 0.0, None, s.train_end) for s in series(3)]
+    memory = [Series(s.key.replace("cpu_cores", "memory_mib"), "memory_mib", s.values, 0.0, SIZE, s.train_end)
+              for s in series(3)]
+    for data in (short, unsized, memory):
+        assert NextStepTail.fit(data, CONFIG) is None
+
+
+def test_refine_learns_the_first_step_of_sized_cpu_forecasts_only(trained):
+    model, data = trained
+    levels = (0.1, 0.5, 0.9, 0.99, 0.995, 0.999)
+    values = data[0].values[:3 * DAY_STEPS]
+    flat = np.tile(np.linspace(0.5, 3.0, len(levels)), (4, 1))
+    def forecast(metric: str, cold: bool = False) -> QuantileForecast:
+        return QuantileForecast(f"h/vm/{metric}", metric, 0.0, 300.0, levels, flat.copy(), "m", cold_start=cold)
+    histories = [SeriesHistory("h/vm/cpu_cores", "cpu_cores", 3 * DAY_STEPS * 300.0, values, SIZE),
+                 SeriesHistory("h/vm/memory_mib", "memory_mib", 3 * DAY_STEPS * 300.0, values, 1024.0),
+                 SeriesHistory("h/vm/cpu_cores", "cpu_cores", 3 * DAY_STEPS * 300.0, values, None),
+                 SeriesHistory("h/vm/cpu_cores", "cpu_cores", 3 * DAY_STEPS * 300.0, values, SIZE)]
+    given = [forecast("cpu_cores"), forecast("memory_mib"), forecast("cpu_cores"), forecast("cpu_cores", cold=True)]
+    out = model.refine(histories, given)
+    for f, before in zip(out[1:], given[1:]):
+        assert f is before  # memory, a VM of unknown size and a cold start are left as they were
+    refined = out[0].values
+    assert np.array_equal(refined[1:], flat[1:])  # later steps keep their tail
+    assert np.array_equal(refined[0, :2], flat[0, :2])  # the body stays the model's
+    expected = model.predict(next_features(values, SIZE, histories[0].origin)[None])[0] * SIZE
+    assert np.allclose(refined[0, 2:], np.maximum.accumulate(np.maximum(np.minimum(expected, SIZE), flat[0, 1])))
+    assert np.all(np.diff(refined[0]) >= 0)
