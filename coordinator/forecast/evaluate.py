@@ -29,6 +29,7 @@ from presculpt.coordinator.forecast.base import DAY_STEPS, HORIZON, QUANTILES, S
 from presculpt.coordinator.forecast.features import MIN_HISTORY, METRIC_IDS, Windows, make_windows
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.predictor import LstmForecaster, category_id
+from presculpt.coordinator.forecast.nextstep import NextStepConfig, NextStepTail
 from presculpt.coordinator.forecast.lstm.training import (
     TrainConfig,
     conformal_offsets,
@@ -116,8 +117,10 @@ def training_windows(series: Sequence[Series], config: ModelConfig, validation_d
 
 
 def train_lstm(series: Sequence[Series], model_config: ModelConfig, train_config: TrainConfig,
-               validation_days: float = 2.0, initial_state: dict | None = None) -> tuple[LstmForecaster, dict]:
-    """Train and calibrate the global LSTM on the training parts of ``series``."""
+               validation_days: float = 2.0, initial_state: dict | None = None,
+               next_step: NextStepConfig | None = NextStepConfig()) -> tuple[LstmForecaster, dict]:
+    """Train and calibrate the global LSTM on the training parts of ``series``, and with it the
+    learned tail of CPU's next step (``next_step`` None: not)."""
     started = time.monotonic()
     train, validation = training_windows(series, model_config, validation_days)
     log.info("training on %d windows, validating on %d", len(train), len(validation))
@@ -125,11 +128,14 @@ def train_lstm(series: Sequence[Series], model_config: ModelConfig, train_config
     offsets, edges = conformal_offsets(predict_scaled(model, validation), scaled_target(validation),
                                        validation.metric, validation.scale, model_config.quantiles,
                                        model_config.n_metrics)
+    log.info("trained in %.0f s (best epoch %d of %d)", time.monotonic() - started, report.best_epoch,
+             report.epochs_run)
+    tail = NextStepTail.fit(series, next_step, train_config.threads) if next_step is not None else None
     seconds = time.monotonic() - started
     metadata = {"train_seconds": seconds, "epochs": report.epochs_run, "best_epoch": report.best_epoch,
-                "validation_loss": report.validation_loss, "train_windows": len(train)}
-    log.info("trained in %.0f s (best epoch %d of %d)", seconds, report.best_epoch, report.epochs_run)
-    return LstmForecaster(model, offsets, metadata, calibration_edges=edges), metadata
+                "validation_loss": report.validation_loss, "train_windows": len(train),
+                "next_step": tail.metadata if tail is not None else None}
+    return LstmForecaster(model, offsets, metadata, calibration_edges=edges, next_step=tail), metadata
 
 
 @dataclass

@@ -248,6 +248,9 @@ class ForecastService:
         forecasts = self._predict(forecaster, histories)
         if self.config.empirical_tail:
             forecasts = [calibrate_tail(h, f) for h, f in zip(histories, forecasts, strict=True)]
+        if model is not None and model.next_step is not None:  # VMs only: it learned from VMs
+            n = len(vm_histories)
+            forecasts = model.next_step.refine(histories[:n], forecasts[:n], self.config.threads) + forecasts[n:]
         by_key = {f.key: f for f in forecasts}
         stored = self._store(vm_histories, by_key)
         self.metrics.observe_forecasts((vm, metric, by_key[h.key].quantiles, by_key[h.key].values[0])

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from presculpt.coordinator.forecast import baselines
+from presculpt.coordinator.forecast import baselines, nextstep
 from presculpt.coordinator.forecast.base import HORIZON, QUANTILES, STEP_S
 from presculpt.coordinator.forecast.evaluate import Series, train_lstm
 from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.predictor import LstmForecaster
 from presculpt.coordinator.forecast.lstm.training import TrainConfig
+from presculpt.coordinator.forecast.nextstep import NextStepConfig
 from presculpt.coordinator.forecast.tail import TailConfig, apply_tail, base_floor, ratio_quantiles, tail_ceiling
 from presculpt.coordinator.replay.trace import DAY_STEPS, ReplayTrace
 
@@ -44,6 +45,7 @@ class ReplayForecastConfig:
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, threads=2))
     model: ModelConfig = field(default_factory=ModelConfig)
     tail: TailConfig | None = field(default_factory=TailConfig)  # None: the model's own upper quantiles
+    next_step: NextStepConfig | None = field(default_factory=NextStepConfig)  # None: no learned next step
 
 
 class CausalForecasts:
@@ -62,6 +64,7 @@ class CausalForecasts:
         self.train_seconds = 0.0
         self.trainings = 0
         self._series = self._make_series()
+        self._next_features: dict[int, np.ndarray] = {}
 
     @property
     def quantiles(self) -> tuple[float, ...]:
@@ -107,7 +110,7 @@ class CausalForecasts:
             self.config.model, horizon=HORIZON, quantiles=QUANTILES)
         state = self.model.model.state_dict() if warm else None
         forecaster, meta = train_lstm(series, model_config, self.config.retrain if warm else self.config.train,
-                                      self.config.validation_days, initial_state=state)
+                                      self.config.validation_days, initial_state=state, next_step=self.config.next_step)
         self.model, self.trained_at = forecaster, step
         self.train_seconds += meta["train_seconds"]
         self.trainings += 1
@@ -138,7 +141,29 @@ class CausalForecasts:
         if self.config.tail is not None:
             for metric in self.config.tail.metrics:
                 out[metric] = self._with_tail(metric, out[metric], start, stop)
+        if self.model is not None and self.model.next_step is not None:
+            self._with_next_step(out[nextstep.METRIC], start, stop)
         return out
+
+    def _with_next_step(self, block: np.ndarray, start: int, stop: int) -> None:
+        """Give the first step of every CPU forecast in ``block`` the model's learned upper tail
+        (in place), as the coordinator's forecast job does."""
+        tail = self.model.next_step
+        levels = self.levels(nextstep.METRIC)
+        for i, s in self._series:
+            if s.metric != nextstep.METRIC or not s.capacity:
+                continue
+            lo = int(self.trace.first[i])
+            rows = np.arange(max(start, lo), min(stop, int(self.trace.last[i]) + 1)) - start
+            rows = rows[~np.isnan(block[i, rows, 0, 0])]
+            if not len(rows):
+                continue
+            if i not in self._next_features:  # every origin of the series at once (causal per row)
+                self._next_features[i] = nextstep.features(s.values, s.capacity, s.start_ts)
+            before = s.values[:max(0, start - lo)]
+            ceiling = tail_ceiling(before, s.capacity, self.config.tail or TailConfig())
+            learned = tail.predict(self._next_features[i][rows + start - lo], threads=self.config.train.threads)
+            block[i, rows] = tail.apply(block[i, rows], levels, learned, s.capacity, ceiling)
 
     def _with_tail(self, metric: str, block: np.ndarray, start: int, stop: int) -> np.ndarray:
         """``block`` with each VM's empirical upper tail. A VM with less than a day of history

@@ -15,10 +15,12 @@ from presculpt.cli import main
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.training import TrainConfig
 from presculpt.coordinator.replay import baselines
-from presculpt.coordinator.replay.forecasts import ReplayForecastConfig
+from presculpt.coordinator.forecast.nextstep import NextStepConfig, next_features
+from presculpt.coordinator.forecast.tail import TailConfig, tail_ceiling
+from presculpt.coordinator.replay.forecasts import CausalForecasts, ReplayForecastConfig
 from presculpt.coordinator.replay.run import POLICIES, parse_policies, run_replay
 from presculpt.coordinator.replay.score import score
-from presculpt.coordinator.replay.trace import DAY_STEPS, load_replay_trace
+from presculpt.coordinator.replay.trace import DAY_STEPS, STEP_S, load_replay_trace
 from presculpt.errors import UserError
 from presculpt.lab.trace import load_trace
 
@@ -188,3 +190,34 @@ def test_replay_command_rejects_bad_input_in_one_line(trace_slice: Path, argv, m
     assert main(["replay", "--trace", str(trace_slice), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_replay_forecasts_take_the_learned_next_step_as_the_coordinator_serves_it(trace_slice: Path) -> None:
+    """The replay computes the learned tail's inputs for every origin of a series at once; the
+    coordinator for the next step of each history. Both must give the same first step."""
+    trace = load_replay_trace(trace_slice)
+    config = ReplayForecastConfig(
+        retrain_days=10.0, validation_days=1.0, train=TrainConfig(epochs=1, samples_per_epoch=2000, threads=1),
+        model=ModelConfig(hidden=8, head_hidden=16),
+        next_step=NextStepConfig(trees=20, min_exceedances=5))  # the slice's 6 VMs are too few by default
+    forecasts = CausalForecasts(trace, config)
+    start = 7 * DAY_STEPS
+    block = forecasts.block(start, start + 12)["cpu_cores"]
+    tail = forecasts.model.next_step
+    assert tail is not None
+    levels = forecasts.levels("cpu_cores")
+    learned_levels = [j for j, q in enumerate(levels) if q in tail.levels]
+    checked = 0
+    for i in range(len(trace.vm_ids)):
+        lo, capacity = int(trace.first[i]), float(trace.max_vcpus[i])
+        ceiling = tail_ceiling(trace.cpu[i, lo:start], capacity, TailConfig())
+        for k in (0, 11):
+            t = start + k
+            x = next_features(trace.cpu[i, lo:t], capacity, float(trace.start_ts + t * STEP_S))
+            learned = np.minimum(tail.predict(x[None])[0] * capacity, ceiling)
+            first = block[i, k, 0].astype(np.float64)
+            body = first[:learned_levels[0]]
+            expected = np.maximum.accumulate(np.concatenate([body, learned]))[len(body):]
+            assert np.allclose(first[learned_levels], expected, rtol=1e-4, atol=1e-6), (trace.vm_ids[i], k)
+            checked += 1
+    assert checked == 2 * len(trace.vm_ids)

@@ -32,6 +32,7 @@ from presculpt.coordinator.forecast.features import (
 )
 from presculpt.coordinator.forecast.lstm.module import ModelConfig, QuantileLSTM
 from presculpt.coordinator.forecast.lstm.training import predict_scaled
+from presculpt.coordinator.forecast.nextstep import NextStepTail
 
 FORMAT_VERSION = 2
 # What a checkpoint's network expects of its inputs: a model trained on other features cannot load.
@@ -48,8 +49,12 @@ class LstmForecaster:
     """Quantile forecasts from the global LSTM, calibrated on held-out data."""
 
     def __init__(self, model: QuantileLSTM, calibration: np.ndarray, metadata: dict[str, Any] | None = None,
-                 name: str = "lstm", threads: int = 2, calibration_edges: np.ndarray | None = None):
+                 name: str = "lstm", threads: int = 2, calibration_edges: np.ndarray | None = None,
+                 next_step: NextStepTail | None = None):
         self.model = model.eval()
+        # The learned upper tail of CPU's next step, trained with the network (None: not trained,
+        # too little CPU history with a known size).
+        self.next_step = next_step
         # Conformal shifts in units of the scale: (metrics, scale groups, horizon, quantiles), and
         # the scale edges between the groups (metrics, groups - 1); one group when no edges.
         calibration = np.asarray(calibration, dtype=np.float64)
@@ -145,6 +150,7 @@ class LstmForecaster:
             "calibration_edges": self.calibration_edges,
             "metadata": self.metadata,
             "name": self.name,
+            "next_step": self.next_step.to_dict() if self.next_step is not None else None,
         }, tmp)
         tmp.replace(path)
 
@@ -160,5 +166,7 @@ class LstmForecaster:
         config["quantiles"] = tuple(config["quantiles"])
         model = QuantileLSTM(ModelConfig(**config))
         model.load_state_dict(data["state_dict"])
+        next_step = data.get("next_step")
         return cls(model, data["calibration"], data["metadata"], data.get("name", "lstm"),
-                   calibration_edges=data["calibration_edges"])
+                   calibration_edges=data["calibration_edges"],
+                   next_step=NextStepTail.from_dict(next_step) if next_step else None)
