@@ -115,10 +115,10 @@ DEFAULT_TIERS: dict[str, TierPolicy] = {
                        memory_quantile=0.9999, memory_margin=0.10, memory_peak_factor=1.5,
                        memory_pacing=Pacing(hold_steps=6, shrink_window_steps=6)),
     # Measured on the Bitbrains trace (`presculpt replay`): CPU at the cost-optimal level of each step,
-    # followed closely (a violated step costs 15 steps of the whole VM); memory at p99.9 + 10% and
+    # followed closely (a violated step costs 7 steps of the whole VM, a dead band of 8%); memory at p99.9 + 10% and
     # never below 1.2x its 24-hour peak, paced slowly.
-    "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=15.0, lead_steps=0, hold_steps=1,
-                         shrink_window_steps=1, deadband=0.05, max_step_down=1.0, grow_headroom=0.0,
+    "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=7.0, lead_steps=0, hold_steps=1,
+                         shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
                          cooldown_steps=1, memory_quantile=0.999, memory_margin=0.10, memory_peak_factor=1.2,
                          memory_pacing=Pacing()),
     "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2,
