@@ -114,6 +114,7 @@ class ForecastConfig:
     accuracy_window_s: float = 86400.0  # forecasts made this recently are scored against what happened
     anomaly_steps: int = 6  # demand outside the outer quantiles this many steps in a row is an anomaly
     empirical_tail: bool = True  # CPU forecasts' upper levels from each VM's own last week (forecast/tail.py)
+    next_step_tail: bool = True  # CPU's next step from the learned tail trained with the model (forecast/nextstep.py)
 
     def __post_init__(self) -> None:
         # The history the model needs before it forecasts a series (numpy only; torch is not loaded).

@@ -248,7 +248,7 @@ class ForecastService:
         forecasts = self._predict(forecaster, histories)
         if self.config.empirical_tail:
             forecasts = [calibrate_tail(h, f) for h, f in zip(histories, forecasts, strict=True)]
-        if model is not None and model.next_step is not None:  # VMs only: it learned from VMs
+        if self.config.next_step_tail and model is not None and model.next_step is not None:  # learned on VMs
             n = len(vm_histories)
             forecasts = model.next_step.refine(histories[:n], forecasts[:n], self.config.threads) + forecasts[n:]
         by_key = {f.key: f for f in forecasts}
@@ -458,6 +458,7 @@ class ForecastService:
         """Train a candidate on the newest roll-ups and promote it if it beats the current model on
         the held-out newest ``holdout_days``. None: not enough history yet."""
         from presculpt.coordinator.forecast.evaluate import backtest, train_lstm
+        from presculpt.coordinator.forecast.nextstep import NextStepConfig
 
         started = time.monotonic()
         now = self.clock() if now is None else now
@@ -481,7 +482,7 @@ class ForecastService:
                  cfg.holdout_days, f", warm-started from {parent}" if parent else "")
         try:
             candidate, meta = train_lstm(series, model_config, self.train_config(), cfg.validation_days,
-                                         initial_state)
+                                         initial_state, NextStepConfig() if cfg.next_step_tail else None)
         except UserError as err:
             log.info("not enough history to train: %s", err)
             self.metrics.retrains.labels("skipped").inc()

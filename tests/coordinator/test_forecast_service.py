@@ -35,6 +35,8 @@ from presculpt.coordinator.forecast.anomaly import (
     ForecastAnomaly,
 )
 from presculpt.coordinator.forecast.base import DAY_STEPS, HORIZON, QUANTILES
+from presculpt.coordinator.forecast.evaluate import Series
+from presculpt.coordinator.forecast.nextstep import NextStepConfig, NextStepTail
 from presculpt.coordinator.forecast.tail import TailConfig
 from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.registry import ModelRegistry, RegistryError
@@ -441,3 +443,28 @@ def test_anomalies_reach_event_watchers(served):
     assert (a.vm, a.uuid, a.metric, a.direction, a.quantile, a.model) == ("web-2", "u-web2", "cpu_cores", "above",
                                                                            0.99, "lstm-x")
     assert list(a.actual) == [4.0] * 3 and list(a.bound) == [1.0] * 3 and a.ts[0] == T
+
+
+def test_the_learned_next_step_serves_from_the_checkpoint_and_can_be_turned_off(store, tmp_path):
+    fill(store, T - 3 * DAY, T, daily)
+    model = tiny_model(3)
+    ts = T - 10 * DAY + np.arange(10 * DAY_STEPS) * STEP
+    training = [Series(f"h/{uuid}/cpu_cores", "cpu_cores", np.array([daily(uuid, t)[0] for t in ts]), ts[0], 4.0,
+                       len(ts)) for uuid in ("u-web1", "u-web2", "u-db1")]
+    model.next_step = NextStepTail.fit(training, NextStepConfig(trees=10, min_exceedances=5))
+    assert model.next_step is not None
+    ModelRegistry(tmp_path / "models").promote_if_better(model, scores(1.0), None)
+
+    def first_forecast(**config) -> np.ndarray:
+        svc = service(store, tmp_path, **config)  # loads the checkpoint, the learned tail with it
+        assert svc.model.next_step is not None
+        svc.forecast_once(T)
+        (record,) = store.forecasts("h1", "u-web1", "cpu_cores", 0, T + DAY)
+        assert record.quantiles == levels_of("cpu_cores")
+        return np.array(record.values)
+
+    learned, empirical = first_forecast(), first_forecast(next_step_tail=False)
+    upper = [j for j, q in enumerate(levels_of("cpu_cores")) if q >= 0.9]
+    assert not np.allclose(learned[0, upper], empirical[0, upper])  # the first step's tail is learned ...
+    assert np.array_equal(learned[1:], empirical[1:])  # ... the later steps keep the empirical tail
+    assert np.array_equal(learned[0, :upper[0]], empirical[0, :upper[0]])  # and the body the network's
