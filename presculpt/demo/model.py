@@ -34,11 +34,12 @@ THREADS = 2
 def checkpoint_key(trace_dir: Path, origin: float, scale: GuestScale) -> str:
     """What the checkpoint depends on: the trace files, the window's start, the guests' scale and
     how it is trained."""
+    from presculpt.coordinator.forecast import nextstep
     from presculpt.coordinator.forecast.lstm.predictor import FEATURES, FORMAT_VERSION
 
     parts = {"origin": origin, "scale": scale.__dict__, "own_memory": GUEST_OWN_MEMORY_MIB, "train_days": TRAIN_DAYS, "validation_days": VALIDATION_DAYS, "hidden": HIDDEN,
              "head_hidden": HEAD_HIDDEN, "epochs": EPOCHS, "samples": SAMPLES_PER_EPOCH,
-             "format": FORMAT_VERSION, "features": FEATURES}
+             "format": FORMAT_VERSION, "features": FEATURES, "next_step": nextstep.FEATURES}
     for name in ("vms.csv", "usage.csv.gz"):
         stat = (trace_dir / name).stat()
         parts[name] = [stat.st_size, int(stat.st_mtime)]
