@@ -29,7 +29,6 @@ from presculpt.coordinator.forecast.base import DAY_STEPS, HORIZON, QUANTILES, S
 from presculpt.coordinator.forecast.features import MIN_HISTORY, METRIC_IDS, Windows, make_windows
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.predictor import LstmForecaster, category_id
-from presculpt.coordinator.forecast.nextstep import NextStepConfig, NextStepTail
 from presculpt.coordinator.forecast.lstm.training import (
     TrainConfig,
     conformal_offsets,
@@ -37,6 +36,7 @@ from presculpt.coordinator.forecast.lstm.training import (
     predict_scaled,
     scaled_target,
 )
+from presculpt.coordinator.forecast.nextstep import NextStepConfig, NextStepTail
 from presculpt.errors import UserError
 from presculpt.lab.trace import TraceError, load_trace
 
