@@ -9,6 +9,7 @@ DEBIAN_PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils
   busybox-static cpio kmod xz-utils gzip gcc libc6-dev
+  libgomp1  # the OpenMP runtime LightGBM's library links (the learned next-step tail)
   systemd  # systemd-analyze: tests/deploy/test_units.py verifies the units in systemd/
   prometheus  # the server tests/integration/test_prometheus.py scrapes both daemons with
 )
