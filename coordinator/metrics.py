@@ -54,7 +54,8 @@ class CoordinatorMetrics:
             "presculpt_forecast_model_info", "The model version serving forecasts (1; none during cold start)",
             ["version"], registry=r)
         self.forecast_series = Gauge(
-            "presculpt_forecast_series", "VM series forecast by the last run, by kind (model, cold_start)",
+            "presculpt_forecast_series", "VM series forecast by the last run, by kind (model, cold_start; "
+            "next_step: of the model's, those whose next step's tail the learned model gave)",
             ["kind"], registry=r)
         self.forecast_seconds = Histogram(
             "presculpt_forecast_seconds", "Duration of a forecast run (read, score, forecast, store)",

@@ -248,9 +248,12 @@ class ForecastService:
         forecasts = self._predict(forecaster, histories)
         if self.config.empirical_tail:
             forecasts = [calibrate_tail(h, f) for h, f in zip(histories, forecasts, strict=True)]
+        learned = 0  # VM series whose first step's tail the learned next-step model gave
         if self.config.next_step_tail and model is not None and model.next_step is not None:  # learned on VMs
             n = len(vm_histories)
-            forecasts = model.next_step.refine(histories[:n], forecasts[:n], self.config.threads) + forecasts[n:]
+            refined = model.next_step.refine(histories[:n], forecasts[:n], self.config.threads)
+            learned = sum(1 for new, old in zip(refined, forecasts) if new is not old)
+            forecasts = refined + forecasts[n:]
         by_key = {f.key: f for f in forecasts}
         stored = self._store(vm_histories, by_key)
         self.metrics.observe_forecasts((vm, metric, by_key[h.key].quantiles, by_key[h.key].values[0])
@@ -263,13 +266,15 @@ class ForecastService:
                           tuple(anomalies), time.monotonic() - started)
         self.metrics.forecast_series.labels("model").set(run.series - cold)
         self.metrics.forecast_series.labels("cold_start").set(cold)
+        self.metrics.forecast_series.labels("next_step").set(learned)
         self.metrics.forecast_seconds.observe(run.seconds)
         why = "" if model is not None else " (no trained model yet)"
         cold_note = (f", {cold} by the cold-start rule (less than {MIN_HISTORY / DAY_STEPS:g} days of history)"
                      if cold and forecaster is not self.cold_start else "")
-        log.info("forecast %d series of %d VMs and %d aggregate series from %s with %s%s%s, %.1f s", run.series,
+        learned_note = f", the next step's tail learned for {learned}" if learned else ""
+        log.info("forecast %d series of %d VMs and %d aggregate series from %s with %s%s%s%s, %.1f s", run.series,
                  run.vms, run.aggregates, time.strftime("%H:%M", time.gmtime(origin)), forecaster.name, why,
-                 cold_note, run.seconds)
+                 cold_note, learned_note, run.seconds)
         return run
 
     def _vm_histories(self, vms: Sequence[VmRecord], grid: Grid, origin: float

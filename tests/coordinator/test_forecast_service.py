@@ -461,6 +461,8 @@ def test_the_learned_next_step_serves_from_the_checkpoint_and_can_be_turned_off(
         svc.forecast_once(T)
         (record,) = store.forecasts("h1", "u-web1", "cpu_cores", 0, T + DAY)
         assert record.quantiles == levels_of("cpu_cores")
+        learned = svc.metrics.registry.get_sample_value("presculpt_forecast_series", {"kind": "next_step"})
+        assert learned == (3 if svc.config.next_step_tail else 0)  # the three VMs' CPU, not their memory
         return np.array(record.values)
 
     learned, empirical = first_forecast(), first_forecast(next_step_tail=False)
