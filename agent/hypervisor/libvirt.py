@@ -232,7 +232,10 @@ class LibvirtHypervisor:
             state=state,
             vcpus=int(vcpus),
             max_vcpus=int(max_vcpus),
-            memory_mib=int(cur_kib // KIB_PER_MIB),
+            # A running guest's memory is its balloon's size now, as QEMU reports it (memoryStats):
+            # info()'s value follows QEMU's balloon events, which trail a change by about a second,
+            # and a resize read against it could take a new size for the old one and do nothing.
+            memory_mib=int(balloon.actual_mib) if balloon is not None else int(cur_kib // KIB_PER_MIB),
             max_memory_mib=int(max_kib // KIB_PER_MIB),
             cpu_quota_cores=quota,
             balloon=balloon,
