@@ -62,11 +62,11 @@ def features(values: np.ndarray, capacity: float, start_ts: float, origins: np.n
     known = ~np.isnan(u)
     peak_30m = _trailing_max(u, 6)
     jump = u / np.fmax(peak_30m[:-1], PEAK_FLOOR)  # demand at t over its previous 30 min peak
-    cols = [_lag(u, k, n) for k in range(1, LAGS + 1)]
-    cols += [peak_30m, _trailing_max(u, 36), _trailing_max(u, DAY_STEPS), _trailing_max(u, WEEK_STEPS),
+    lags = [_lag(u, k, n) for k in range(1, LAGS + 1)]
+    cols = [*lags, peak_30m, _trailing_max(u, 36), _trailing_max(u, DAY_STEPS), _trailing_max(u, WEEK_STEPS),
              _trailing_mean(u, DAY_STEPS), _trailing_mean(u, WEEK_STEPS)]
     with np.errstate(invalid="ignore", divide="ignore"):
-        cols.append(cols[0] / np.fmax(peak_30m, PEAK_FLOOR))
+        cols.append(lags[0] / np.fmax(peak_30m, PEAK_FLOOR))
     for share_of in (u > 0.5, u > 0.9, jump > 2, jump > 4):
         cols.append(_trailing_mean(np.where(known, share_of, np.nan), WEEK_STEPS))
     for back in (DAY_STEPS, WEEK_STEPS):

@@ -27,7 +27,6 @@ from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.predictor import LstmForecaster
 from presculpt.coordinator.forecast.lstm.training import TrainConfig
-from presculpt.coordinator.forecast.nextstep import NextStepConfig
 from presculpt.coordinator.forecast.tail import TailConfig, apply_tail, base_floor, ratio_quantiles, tail_ceiling
 from presculpt.coordinator.replay.trace import DAY_STEPS, ReplayTrace
 
@@ -45,7 +44,7 @@ class ReplayForecastConfig:
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, threads=2))
     model: ModelConfig = field(default_factory=ModelConfig)
     tail: TailConfig | None = field(default_factory=TailConfig)  # None: the model's own upper quantiles
-    next_step: NextStepConfig | None = field(default_factory=NextStepConfig)  # None: no learned next step
+    next_step: nextstep.NextStepConfig | None = field(default_factory=nextstep.NextStepConfig)  # None: no learned next step
 
 
 class CausalForecasts:
