@@ -228,4 +228,8 @@ class NextStepTail:
         if list(data.get("features", ())) != list(FEATURES):
             raise ValueError(f"the next-step tail was trained on other features ({data.get('features')}) than "
                              f"this version computes; retrain it")
-        return cls(data["levels"], [lgb.Booster(model_str=s) for s in data["boosters"]], data.get("metadata"))
+        try:
+            boosters = [lgb.Booster(model_str=s) for s in data["boosters"]]
+        except (lgb.basic.LightGBMError, KeyError, TypeError) as err:
+            raise ValueError(f"the next-step tail cannot be read: {err}") from None
+        return cls(data["levels"], boosters, data.get("metadata"))

@@ -91,6 +91,9 @@ def test_a_saved_tail_predicts_the_same_and_one_of_other_features_is_refused(tra
     foreign = dict(model.to_dict(), features=["something", "else"])
     with pytest.raises(ValueError, match="other features"):
         NextStepTail.from_dict(foreign)
+    damaged = dict(model.to_dict(), boosters=["not a model"] * len(model.levels))
+    with pytest.raises(ValueError, match="cannot be read"):
+        NextStepTail.from_dict(damaged)
 
 
 def test_too_little_cpu_history_trains_nothing():
