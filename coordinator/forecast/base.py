@@ -6,6 +6,7 @@ Forecasts are quantiles of the metric's mean over each of the next ``horizon`` s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,6 +19,46 @@ QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9, 0.99)
 METRICS: tuple[str, ...] = ("cpu_cores", "memory_mib")
 DAY_STEPS = int(86400 / STEP_S)
 WEEK_STEPS = 7 * DAY_STEPS
+
+
+# How a quantile forecast reads between its levels (the planner's quantiles and exceedance
+# probabilities, and forecasts given extra levels): between two quantiles from GEOMETRIC_FROM up,
+# demand grows with the log of the exceedance probability (p90 -> p99 adds as much as p99 -> p99.9),
+# the shape of an exponential tail; below, and from zero demand to the lowest quantile, linearly.
+# A linear reading spreads the upper tail's probability evenly between p90 and p99: a step just
+# above p90 looks ten times as likely as it is near p99, and sizing pays for the phantom mass.
+GEOMETRIC_FROM = 0.5
+
+
+def level_weight(lo: float, hi: float, level: float) -> float:
+    """How far (0..1, in demand) the quantile at ``level`` lies from the one at ``lo`` to the one at ``hi``."""
+    if lo >= GEOMETRIC_FROM:
+        return math.log((1 - lo) / (1 - level)) / math.log((1 - lo) / (1 - hi))
+    return (level - lo) / (hi - lo)
+
+
+def level_between(lo: float, hi: float, weight: float) -> float:
+    """The inverse of :func:`level_weight`: the level ``weight`` of the way from ``lo`` to ``hi``."""
+    if lo >= GEOMETRIC_FROM:
+        return 1 - (1 - lo) * ((1 - hi) / (1 - lo)) ** weight
+    return lo + weight * (hi - lo)
+
+
+def at_levels(values: np.ndarray, quantiles: Sequence[float], levels: Sequence[float]) -> np.ndarray:
+    """Quantile ``values`` (..., len(quantiles)) read at ``levels`` (..., len(levels)) as above, the
+    top value above the top quantile. A level the forecast has keeps its value, so adding levels
+    changes nothing a reader of the forecast sees below its top."""
+    knots = np.concatenate([[0.0], np.asarray(quantiles, dtype=np.float64)])
+    padded = np.concatenate([np.zeros(values.shape[:-1] + (1,)), values], axis=-1)
+    out = np.empty(values.shape[:-1] + (len(levels),))
+    for col, p in enumerate(levels):
+        j = min(int(np.searchsorted(knots, p)), len(knots) - 1)
+        if knots[j] <= p:  # a level of the forecast, or above its top
+            out[..., col] = padded[..., j]
+            continue
+        w = level_weight(knots[j - 1], knots[j], p)
+        out[..., col] = padded[..., j - 1] * (1 - w) + padded[..., j] * w
+    return out
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,10 @@ class TierPolicy:
     # None: quantile / (1 - quantile), the ratio under which provisioning the quantile is optimal.
     violation_penalty: float | None = None
     # Cost-optimal sizing (CPU): each step provisions the forecast level that minimises allocation +
-    # violation_cost x ceiling x P(demand > allocation), a step of demand above the allocation
-    # costing as much as holding this many times the VM's maximum for a step. Each step then gets
+    # violation_cost x P(allocation < demand <= ceiling), a step of demand above the allocation
+    # costing as much as holding this many vCPUs for a step, whatever the VM's size (a violation
+    # is one VM-step on a small VM as on a large one; priced by the VM's size, large VMs bought
+    # their rare bursts with many idle cores and small ones were left short). Each step then gets
     # the level its forecast's shape warrants: a high one where the tail is short, a lower one
     # where covering it would cost more than the violations it avoids. None: ``quantile``.
     violation_cost: float | None = None
@@ -117,8 +119,8 @@ DEFAULT_TIERS: dict[str, TierPolicy] = {
     # Measured on the Bitbrains trace (`presculpt replay`): CPU at the cost-optimal level of each step,
     # followed closely (a violated step costs 7 steps of the whole VM, a dead band of 8%); memory at p99.9 + 10% and
     # never below 1.2x its 24-hour peak, paced slowly.
-    "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=7.0, lead_steps=0, hold_steps=1,
-                         shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
+    "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=28.0, lead_steps=0, hold_steps=1,
+                         shrink_window_steps=1, deadband=0.12, max_step_down=1.0, grow_headroom=0.0,
                          cooldown_steps=1, memory_quantile=0.999, memory_margin=0.10, memory_peak_factor=1.2,
                          memory_pacing=Pacing()),
     "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2,

@@ -192,13 +192,13 @@ def veto(w: _Work, config: PlannerConfig) -> None:
     step_h = config.step_s / 3600.0
     # The violations a change avoids (negative: adds), priced in money. With cost-optimal CPU sizing
     # the tier prices CPU as its sizing did: each violated step it can avoid (demand up to the
-    # VM's maximum) at violation_cost steps of the whole VM. Otherwise, and for memory, the expected
+    # VM's maximum) at violation_cost vCPU-steps. Otherwise, and for memory, the expected
     # shortfall is priced at the tier's penalty.
     risk = 0.0
     if vm.cpu is not None:
         if w.tier.violation_cost is not None:
             risk += (violations_avoided(vm.cpu, cur.cpu_cores, w.cpu_target, float(vm.max_vcpus))
-                     * w.tier.violation_cost * vm.max_vcpus * step_h * cost.price_vcpu_hour)
+                     * w.tier.violation_cost * step_h * cost.price_vcpu_hour)
         else:
             risk += (shortfall_avoided(vm.cpu, cur.cpu_cores, w.cpu_target) * step_h * cost.price_vcpu_hour
                      * w.tier.penalty)

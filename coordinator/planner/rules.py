@@ -1,7 +1,9 @@
 """The per-VM rules: pre-sculpt, graceful downgrade and reclamation of one metric of one VM.
 
-Everything works from a quantile forecast: :func:`quantile_at` reads any level from it (levels
-beyond the forecast's top quantile follow an exponential tail fitted to its two highest ones),
+Everything works from a quantile forecast: :func:`quantile_at` reads any level from it (between
+two quantiles above the median, each halving of the exceedance probability adds the same amount of
+demand, an exponential tail piece by piece; below the median, linearly from zero demand; beyond the
+top quantile, the exponential tail of its two highest ones),
 :func:`exceedance` is the probability that demand exceeds an allocation, and
 :func:`expected_shortfall` the demand expected above it.
 """
@@ -15,11 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from presculpt.coordinator.forecast.base import level_between, level_weight
 from presculpt.coordinator.planner.model import Forecast, TierPolicy, VmMemory
 
 _PROBABILITY_GRID = tuple(((np.arange(100) + 0.5) / 100).tolist())  # midpoints of 100 equal-probability slices
-
-
 def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
     """The forecast's quantile at ``level`` for every step: (horizon,)."""
     levels = forecast.quantiles
@@ -31,8 +32,7 @@ def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
         j = int(np.searchsorted(levels, level))
         if levels[j] == level:
             return values[:, j]
-        lo, hi = levels[j - 1], levels[j]
-        w = (level - lo) / (hi - lo)
+        w = level_weight(levels[j - 1], levels[j], level)
         return values[:, j - 1] * (1 - w) + values[:, j] * w
     # Exponential tail: each halving of the exceedance probability adds the same amount.
     prev = levels[-2]
@@ -41,9 +41,10 @@ def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
 
 
 def exceedance(forecast: Forecast, allocation: float) -> np.ndarray:
-    """P(demand > allocation) at every step: (horizon,). Linear between quantiles, linear from zero
-    demand below the lowest, the exponential tail above the top one. (Plain Python over the dozen
-    steps: this runs millions of times in a replay, where numpy's per-call overhead dominates.)"""
+    """P(demand > allocation) at every step: (horizon,). The forecast read as :func:`quantile_at`
+    reads it: linear from zero demand below the lowest quantile, piecewise exponential or linear
+    between quantiles, the exponential tail above the top one. (Plain Python over the dozen steps:
+    this runs millions of times in a replay, where numpy's per-call overhead dominates.)"""
     levels = forecast.quantiles
     top, second = levels[-1], levels[-2]
     tail = math.log10((1 - second) / (1 - top))
@@ -58,14 +59,15 @@ def exceedance(forecast: Forecast, allocation: float) -> np.ndarray:
         else:
             k = bisect.bisect_right(row, allocation)  # row[k - 1] <= allocation < row[k]
             lo, hi = row[k - 1], row[k]
-            out.append(1 - (levels[k - 1] + (allocation - lo) / (hi - lo) * (levels[k] - levels[k - 1])))
+            out.append(1 - level_between(levels[k - 1], levels[k], (allocation - lo) / (hi - lo)))
     return np.array(out)
 
 
 @functools.lru_cache(maxsize=16)
 def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> tuple[np.ndarray, int, np.ndarray]:
-    """For sorted ``levels``: a matrix W with ``values @ W`` = the linear interpolation (from zero
-    demand at level 0) at the first ``k`` levels, those up to the top quantile; and, for the levels
+    """For sorted ``levels``: a matrix W with ``values @ W`` = the forecast read between its quantiles
+    (:func:`quantile_at`, from zero demand at level 0) at the first ``k`` levels, those up to the top
+    quantile; and, for the levels
     above it, their distance into the exponential tail in units of the top two quantiles' spread."""
     knots = np.concatenate([[0.0], quantiles])
     levels_arr = np.asarray(levels)
@@ -74,7 +76,7 @@ def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> t
     for col, p in enumerate(levels_arr[:k]):
         j = min(int(np.searchsorted(knots, p, side="right")), len(knots) - 1)
         lo, hi = knots[j - 1], knots[j]
-        w = (p - lo) / (hi - lo) if hi > lo else 1.0
+        w = level_weight(lo, hi, p) if hi > lo else 1.0
         weights[j - 1, col], weights[j, col] = 1 - w, w
     q = quantiles
     tail = np.log10((1 - q[-1]) / (1 - levels_arr[k:])) / math.log10((1 - q[-2]) / (1 - q[-1]))
@@ -83,8 +85,7 @@ def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> t
 
 def quantile_grid(forecast: Forecast, levels: tuple[float, ...] = _PROBABILITY_GRID) -> np.ndarray:
     """The forecast's quantiles at many ``levels`` (sorted) for every step: (horizon, len(levels)).
-    Between zero demand and the lowest quantile, and between quantiles, linear; above the top one
-    the exponential tail of :func:`quantile_at`. ``levels`` is a tuple: the interpolation weights
+    Read as :func:`quantile_at` reads it. ``levels`` is a tuple: the interpolation weights
     are cached by it (this runs millions of times in a replay)."""
     values = forecast.values
     weights, k, tail = _interpolation(forecast.quantiles, levels)
@@ -134,7 +135,7 @@ def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndar
     # Demand above the ceiling is a violation whatever the allocation: only P(held < demand <=
     # ceiling) is at stake, = P(demand <= ceiling) - level (0 once the level reaches the ceiling).
     within = _level_at(grid, ceiling)
-    cost = held + tier.violation_cost * ceiling * np.maximum(np.reshape(within, (-1, 1)) - _SIZING_LEVELS, 0.0)
+    cost = held + tier.violation_cost * np.maximum(np.reshape(within, (-1, 1)) - _SIZING_LEVELS, 0.0)
     return held[np.arange(len(held)), cost.argmin(axis=1)] * (1 + tier.margin)
 
 
@@ -159,7 +160,7 @@ def _level_at(grid: np.ndarray, value: float) -> np.ndarray | float:
 def sizing_name(tier: TierPolicy) -> str:
     if tier.violation_cost is None:
         return f"p{tier.quantile * 100:g}"
-    return f"cost-optimal level (violation cost {tier.violation_cost:g}x max)"
+    return f"cost-optimal level (violation cost {tier.violation_cost:g} vCPU-steps)"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from presculpt.coordinator.forecast import baselines, nextstep
-from presculpt.coordinator.forecast.base import HORIZON, QUANTILES, STEP_S
+from presculpt.coordinator.forecast.base import HORIZON, QUANTILES, STEP_S, at_levels
 from presculpt.coordinator.forecast.evaluate import Series, train_lstm
 from presculpt.coordinator.forecast.features import MIN_HISTORY
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
@@ -75,6 +75,13 @@ class CausalForecasts:
 
     def levels(self, metric: str) -> tuple[float, ...]:
         """The quantile levels of ``metric``'s forecasts in :meth:`block`."""
+        levels = self._tail_levels(metric)
+        if self.config.next_step is not None and metric == nextstep.METRIC:
+            levels = tuple(sorted(set(levels) | set(self.config.next_step.levels)))
+        return levels
+
+    def _tail_levels(self, metric: str) -> tuple[float, ...]:
+        """The levels of ``metric``'s forecasts once the empirical tail is applied (before the learned next step)."""
         tail = self.config.tail
         return self.quantiles if tail is None else tail.levels_for(self.quantiles, metric)
 
@@ -140,17 +147,23 @@ class CausalForecasts:
         if self.config.tail is not None:
             for metric in self.config.tail.metrics:
                 out[metric] = self._with_tail(metric, out[metric], start, stop)
-        if self.model is not None and self.model.next_step is not None:
-            self._with_next_step(out[nextstep.METRIC], start, stop)
+        if self.config.next_step is not None:
+            out[nextstep.METRIC] = self._with_next_step(out[nextstep.METRIC], start, stop)
         return out
 
-    def _with_next_step(self, block: np.ndarray, start: int, stop: int) -> None:
-        """Give the first step of every CPU forecast in ``block`` the model's learned upper tail
-        (in place), as the coordinator's forecast job does."""
-        tail = self.model.next_step
-        levels = self.levels(nextstep.METRIC)
+    def _with_next_step(self, block: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """``block`` at the levels the learned next step adds, with the first step of every CPU
+        forecast from the model's learned upper tail once there is one, as the coordinator's
+        forecast job serves them."""
+        metric = nextstep.METRIC
+        given = self._tail_levels(metric)
+        levels = self.levels(metric)
+        out = at_levels(block, given, levels).astype(np.float32)
+        tail = self.model.next_step if self.model is not None else None
+        if tail is None:
+            return out
         for i, s in self._series:
-            if s.metric != nextstep.METRIC or not s.capacity:
+            if s.metric != metric or not s.capacity:
                 continue
             lo = int(self.trace.first[i])
             rows = np.arange(max(start, lo), min(stop, int(self.trace.last[i]) + 1)) - start
@@ -162,14 +175,16 @@ class CausalForecasts:
             before = s.values[:max(0, start - lo)]
             ceiling = tail_ceiling(before, s.capacity, self.config.tail or TailConfig())
             learned = tail.predict(self._next_features[i][rows + start - lo], threads=self.config.train.threads)
-            block[i, rows] = tail.apply(block[i, rows], levels, learned, s.capacity, ceiling)
+            refined = tail.apply(block[i, rows], given, learned, s.capacity, ceiling)
+            out[i, rows] = at_levels(refined, tail.levels_with(given), levels)  # a loaded model's levels
+        return out
 
     def _with_tail(self, metric: str, block: np.ndarray, start: int, stop: int) -> np.ndarray:
         """``block`` with each VM's empirical upper tail. A VM with less than a day of history
         before the block gets no forecast (NaN): the planner leaves it as it is, at its maximum
         (its first day is inside its unscored warm-up)."""
         tail = self.config.tail
-        levels = self.levels(metric)
+        levels = self._tail_levels(metric)
         out = np.full(block.shape[:3] + (len(levels),), np.nan, dtype=np.float32)
         for i, s in self._series:
             if s.metric != metric:

@@ -34,7 +34,7 @@ from presculpt.coordinator.forecast.anomaly import (
     BandStep,
     ForecastAnomaly,
 )
-from presculpt.coordinator.forecast.base import DAY_STEPS, HORIZON, QUANTILES
+from presculpt.coordinator.forecast.base import DAY_STEPS, HORIZON, QUANTILES, at_levels
 from presculpt.coordinator.forecast.evaluate import Series
 from presculpt.coordinator.forecast.nextstep import NextStepConfig, NextStepTail
 from presculpt.coordinator.forecast.tail import TailConfig
@@ -460,13 +460,18 @@ def test_the_learned_next_step_serves_from_the_checkpoint_and_can_be_turned_off(
         assert svc.model.next_step is not None
         svc.forecast_once(T)
         (record,) = store.forecasts("h1", "u-web1", "cpu_cores", 0, T + DAY)
-        assert record.quantiles == levels_of("cpu_cores")
+        served = levels_of("cpu_cores")
+        if svc.config.next_step_tail:  # the learned levels join the forecast's
+            served = model.next_step.levels_with(served)
+        assert record.quantiles == served
         learned = svc.metrics.registry.get_sample_value("presculpt_forecast_series", {"kind": "next_step"})
         assert learned == (3 if svc.config.next_step_tail else 0)  # the three VMs' CPU, not their memory
         return np.array(record.values)
 
     learned, empirical = first_forecast(), first_forecast(next_step_tail=False)
-    upper = [j for j, q in enumerate(levels_of("cpu_cores")) if q >= 0.9]
-    assert not np.allclose(learned[0, upper], empirical[0, upper])  # the first step's tail is learned ...
-    assert np.array_equal(learned[1:], empirical[1:])  # ... the later steps keep the empirical tail
+    levels = model.next_step.levels_with(levels_of("cpu_cores"))
+    upper = [levels.index(q) for q in model.next_step.levels]
+    assert not np.allclose(learned[0, upper], at_levels(empirical[0], levels_of("cpu_cores"), levels)[upper])
+    # ... the later steps keep the empirical tail (read at the added levels)
+    assert np.array_equal(learned[1:], at_levels(empirical[1:], levels_of("cpu_cores"), levels))
     assert np.array_equal(learned[0, :upper[0]], empirical[0, :upper[0]])  # and the body the network's

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from presculpt.coordinator.forecast.base import DAY_STEPS, QuantileForecast, SeriesHistory
+from presculpt.coordinator.forecast.base import DAY_STEPS, QuantileForecast, SeriesHistory, at_levels
 from presculpt.coordinator.forecast.evaluate import Series
 from presculpt.coordinator.forecast.nextstep import (
     FEATURES,
@@ -120,9 +120,13 @@ def test_refine_learns_the_first_step_of_sized_cpu_forecasts_only(trained):
     out = model.refine(histories, given)
     for f, before in zip(out[1:], given[1:]):
         assert f is before  # memory, a VM of unknown size and a cold start are left as they were
-    refined = out[0].values
-    assert np.array_equal(refined[1:], flat[1:])  # later steps keep their tail
+    refined, levels_out = out[0].values, out[0].quantiles
+    assert levels_out == tuple(sorted(set(levels) | set(model.levels)))  # the learned levels join the forecast's
+    # Later steps keep their tail, read at the added levels as the planner reads between quantiles.
+    assert np.array_equal(refined[1:], at_levels(flat[1:], levels, levels_out))
+    assert np.array_equal(at_levels(refined[1:], levels_out, levels), flat[1:])
     assert np.array_equal(refined[0, :2], flat[0, :2])  # the body stays the model's
     expected = model.predict(next_features(values, SIZE, histories[0].origin)[None])[0] * SIZE
-    assert np.allclose(refined[0, 2:], np.maximum.accumulate(np.maximum(np.minimum(expected, SIZE), flat[0, 1])))
+    learned = [levels_out.index(q) for q in model.levels]
+    assert np.allclose(refined[0, learned], np.maximum.accumulate(np.maximum(np.minimum(expected, SIZE), flat[0, 1])))
     assert np.all(np.diff(refined[0]) >= 0)

@@ -590,7 +590,7 @@ def test_memory_keeps_its_own_pacing():
 def test_the_veto_prices_cost_optimal_cpu_as_its_sizing_does():
     # After a burst: p99 0.7 cores for the next step, 3.05 cores allocated of 4. The sizing steps
     # down to about p99 (the next steps' need is met when they come); pricing the hour's shortfall
-    # at p99's penalty (99x) would veto that, though a violated step costs the tier 20 steps of the VM.
+    # at p99's penalty (99x) would veto that, though a violated step costs the tier 20 vCPU-steps.
     tier = TierPolicy("silver", margin=0.0, violation_cost=20.0, hold_steps=1, cooldown_steps=0, grow_headroom=0.0,
                       max_step_down=1.0, shrink_window_steps=1, lead_steps=0)
     config = PlannerConfig(tiers={"silver": tier})

@@ -32,9 +32,12 @@ def test_quantile_at_listed_levels(level, expected):
 
 @pytest.mark.parametrize("level, expected", [
     (0.05, 0.5),   # below the lowest quantile: linear from zero
-    (0.3, 1.5),
-    (0.7, 2.5),
-    (0.945, 3.5),
+    (0.3, 1.5),    # below the median: linear
+    # Above it, in the log of the exceedance probability: halfway in demand is the geometric mean
+    # of the exceedances (p90 at 0.1, p99 at 0.01: 0.0316 halfway), as in the tail past the top.
+    (1 - 0.5 * math.sqrt(0.2), 2.5),
+    (1 - 0.1 * math.sqrt(0.1), 3.5),
+    (0.95, 3.0 + math.log10(2.0)),  # halving p90's exceedance adds a third of a decade's step
 ])
 def test_quantile_at_interpolates(level, expected):
     np.testing.assert_allclose(quantile_at(F, level), expected)
@@ -127,8 +130,14 @@ BURSTY = Forecast((0.5, 0.9, 0.99, 0.999), np.tile([1.0, 1.5, 2.0, 8.0], (12, 1)
 
 
 @pytest.mark.parametrize("violation_cost, provisioned_cores", [
-    (1.0, 2.0),  # a violated step costs one step of the whole VM: covering 0.9% of steps with 6 more cores does not pay
-    (1000.0, 8.0),  # it costs a thousand: cover the burst
+    # A violated step costs 100 vCPU-steps: covering the 0.9% of steps above p99 with 6 more cores
+    # does not pay (2 + 100 x 0.009 < 8), nor does any part of it (the first core past p99 avoids
+    # 0.38% of steps), while every core up to p99 does.
+    (100.0, 2.0),
+    # 1000: the first cores past p99 pay, the last ones not: p99 + 6 x 0.6 decades (the tail
+    # thins by a decade per 6 cores; the sizing levels are tenths of a decade apart).
+    (1000.0, 5.6),
+    (10000.0, 8.0),  # ten thousand: cover the burst
 ])
 def test_cost_optimal_sizing_covers_the_tail_only_when_it_pays(violation_cost, provisioned_cores):
     tier = TierPolicy("t", margin=0.0, violation_cost=violation_cost)
@@ -137,25 +146,42 @@ def test_cost_optimal_sizing_covers_the_tail_only_when_it_pays(violation_cost, p
 
 def test_cost_optimal_sizing_does_not_pay_for_demand_above_the_ceiling():
     # The burst is to 8 cores on a 4-core VM: a violation whatever the allocation. Only the mass
-    # between 2 and 4 cores (p99 up to about p99.3) is at stake, too little to hold 4 cores for.
-    above = TierPolicy("t", margin=0.0, violation_cost=100.0)
+    # between 2 and 4 cores (p99 up to about p99.54) is at stake: 250 x 0.0054 = 1.3 < 2 more
+    # cores. Counting the 0.46% above 4 cores too, holding 4 would pay (250 x 0.009 = 2.25 > 2).
+    above = TierPolicy("t", margin=0.0, violation_cost=250.0)
     assert provisioned(BURSTY, above, 4.0) == pytest.approx(np.full(12, 2.0), rel=1e-6)
-    # On an 8-core VM the same burst can be met, and at that price it is.
-    assert provisioned(BURSTY, above, 8.0) == pytest.approx(np.full(12, 8.0), rel=1e-6)
+    # A price that covers the burst on an 8-core VM holds all 4 cores of the small one.
+    cover = TierPolicy("t", margin=0.0, violation_cost=10000.0)
+    assert provisioned(BURSTY, cover, 4.0) == pytest.approx(np.full(12, 4.0), rel=1e-6)
 
 
 def test_cost_optimal_sizing_in_a_decision_and_not_for_memory():
-    tier = TierPolicy("t", margin=0.0, violation_cost=1.0, grow_headroom=0.0)
+    tier = TierPolicy("t", margin=0.0, violation_cost=100.0, grow_headroom=0.0)
     d = decide("CPU", "cores", BURSTY, 1.0, 0.1, 8.0, tier, VmMemory(), 0, 10)
     assert d.kind == "presculpt" and d.target == pytest.approx(2.0)
-    assert "cost-optimal level (violation cost 1x max)" in d.reason
+    assert "cost-optimal level (violation cost 100 vCPU-steps)" in d.reason
     assert tier.for_memory.violation_cost is None
     with pytest.raises(ValueError, match="violation_cost"):
         TierPolicy("t", violation_cost=0.0)
 
 
 def test_violations_avoided_counts_only_demand_up_to_the_ceiling():
-    # P(demand > 2) = 1%, P(demand > 8) = 0.1%, P(demand > 4) = 0.7% (linear between p99 and p99.9)
+    # P(demand > 2) = 1%, P(demand > 8) = 0.1%, P(demand > 4) = 1% x 10^(-1/3) = 0.46% (a third of
+    # the way from p99 to p99.9 in demand is a third of the decade)
     assert violations_avoided(BURSTY, 2.0, 8.0, 8.0) == pytest.approx(12 * 0.009)
-    assert violations_avoided(BURSTY, 2.0, 8.0, 4.0) == pytest.approx(12 * 0.003)
+    assert violations_avoided(BURSTY, 2.0, 8.0, 4.0) == pytest.approx(12 * (0.01 - 0.01 * 10 ** (-1 / 3)))
     assert violations_avoided(BURSTY, 8.0, 2.0, 8.0) == pytest.approx(-12 * 0.009)  # a shrink adds them
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 4.0], [0.2, 0.3, 0.9, 2.5], [5.0, 5.0, 5.5, 5.6]])
+def test_levels_added_to_a_forecast_read_as_the_planner_reads_between_its_quantiles(values):
+    # The forecaster adds levels to forecasts (the learned next step's): where it adds them must
+    # be where the planner already read them, or adding levels would change every decision.
+    from presculpt.coordinator.forecast.base import at_levels
+
+    f = constant(values)
+    levels = (0.05, 0.1, 0.3, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+    np.testing.assert_allclose(at_levels(f.values, QUANTILES, levels), quantile_grid(f, levels), rtol=1e-12)
+    finer = Forecast(levels, at_levels(f.values, QUANTILES, levels))
+    for p in (0.2, 0.75, 0.93, 0.985):
+        np.testing.assert_allclose(quantile_at(finer, p), quantile_at(f, p), rtol=1e-12)
