@@ -176,6 +176,7 @@ class TierSettings:
     violation_cost: float = 0.0  # CPU: cost-optimal level per step, a violated step costing this many vCPU-steps; 0: off
     memory_pacing: PacingSettings = field(default_factory=PacingSettings)  # memory's own lead, hold, bands
     memory_peak_factor: float = 0.0  # memory never below this x its peak of planner.memory_peak_hours; 0: off
+    max_resizes_per_day: float = 0.0  # a VM's resizes per day at most, on average (safety raises aside); 0: no limit
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,8 @@ def _default_tiers() -> dict[str, TierSettings]:
         "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
                              memory_quantile=0.9999, memory_peak_factor=1.5,
                              memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
-        "silver": TierSettings(priority=2, margin=0.0, violation_cost=28.0, lead_steps=0, hold_steps=1,
-                               shrink_window_steps=1, deadband=0.12, max_step_down=1.0, grow_headroom=0.0,
+        "silver": TierSettings(priority=2, margin=0.0, violation_cost=34.0, lead_steps=0, hold_steps=1,
+                               shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
                                cooldown_steps=1, memory_peak_factor=1.2),
         "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
                                memory_margin=0.05, memory_pacing=PacingSettings(hold_steps=2, shrink_window_steps=2)),
@@ -255,6 +256,7 @@ class PlannerSettings:
         tiers = {name: TierPolicy(name, **{**dataclasses.asdict(t), "violation_penalty": t.violation_penalty or None,
                                            "violation_cost": t.violation_cost or None,
                                            "memory_peak_factor": t.memory_peak_factor or None,
+                                           "max_resizes_per_day": t.max_resizes_per_day or None,
                                            "memory_pacing": Pacing(**dataclasses.asdict(t.memory_pacing))})
                  for name, t in self.tiers.items()}
         cost = CostModel(price_vcpu_hour=self.price_vcpu_hour, price_gib_hour=self.price_gib_hour,

@@ -232,11 +232,34 @@ def action_for(w: _Work, config: PlannerConfig) -> Action | None:
                   round(delta, 6), round(w.benefit, 6), w.vetoed)
 
 
+def resize_tokens(tier: TierPolicy, memory: VmMemory, config: PlannerConfig) -> float | None:
+    """The resizes ``tier``'s budget allows the VM now: what it had, refilled for one planning step,
+    at most six hours' worth (None: no budget)."""
+    if tier.max_resizes_per_day is None:
+        return None
+    bucket = max(1.0, tier.max_resizes_per_day / 4)
+    had = bucket if memory.resize_tokens is None else memory.resize_tokens
+    return min(bucket, had + tier.max_resizes_per_day * config.step_s / 86400.0)
+
+
+def hold_to_budget(w: _Work, tokens: float | None) -> None:
+    """Hold back a resize the VM's budget has no token for (a raise to a safety floor goes anyway,
+    its token is owed)."""
+    if tokens is None or tokens >= 1 or w.vetoed or _floor_raise(w) or not _changes(w):
+        return
+    w.vetoed = True
+    w.wanted = (w.cpu_target, w.memory_target)
+    w.cpu_target, w.memory_target = w.vm.current.cpu_cores, w.vm.current.memory_mib
+    w.notes.append(f"held back: the VM has spent its resize budget ({w.tier.max_resizes_per_day:g} a day)")
+
+
 def plan(snapshot: Snapshot, config: PlannerConfig) -> Plan:
     """Decide every VM's allocation for the next steps (see the module docstring)."""
     works = [decide_vm(vm, snapshot.memory.get(vm.uuid, VmMemory()), snapshot.step, config) for vm in snapshot.vms]
+    tokens = {w.vm.uuid: resize_tokens(w.tier, snapshot.memory.get(w.vm.uuid, VmMemory()), config) for w in works}
     for w in works:
         veto(w, config)
+        hold_to_budget(w, tokens[w.vm.uuid])
     unmet = apply_quotas(works, snapshot.quotas)
     by_host: dict[str, list[_Work]] = defaultdict(list)
     for w in works:
@@ -256,7 +279,8 @@ def plan(snapshot: Snapshot, config: PlannerConfig) -> Plan:
             cpu_below_steps=w.cpu.below_steps if w.cpu else 0,
             memory_below_steps=w.memory.below_steps if w.memory else 0,
             idle_steps=w.cpu.idle_steps if w.cpu else 0,
-            last_resize_step=snapshot.step if w.vm.uuid in acted else old.last_resize_step)
+            last_resize_step=snapshot.step if w.vm.uuid in acted else old.last_resize_step,
+            resize_tokens=None if tokens[w.vm.uuid] is None else tokens[w.vm.uuid] - (w.vm.uuid in acted))
         alloc = final.get(w.vm.uuid, w.vm.current)
         costs[w.vm.uuid] = alloc.cpu_cores * config.cost.price_vcpu_hour + alloc.memory_mib / 1024 * config.cost.price_gib_hour
         customer_costs[w.vm.customer or "(none)"] += costs[w.vm.uuid]
@@ -293,6 +317,12 @@ def _grows_attr(w: _Work, attr: str) -> bool:
 
 def _grows(w: _Work) -> bool:
     return _grows_attr(w, "cpu") or _grows_attr(w, "memory")
+
+
+def _changes(w: _Work) -> bool:
+    """Its targets differ from what it has (by more than an action rounds away)."""
+    cur = w.vm.current
+    return abs(w.cpu_target - cur.cpu_cores) >= 0.001 or abs(w.memory_target - cur.memory_mib) >= 1
 
 
 def _floor_raise(w: _Work) -> bool:

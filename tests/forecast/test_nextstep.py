@@ -11,6 +11,7 @@ from presculpt.coordinator.forecast.evaluate import Series
 from presculpt.coordinator.forecast.nextstep import (
     FEATURES,
     HISTORY_STEPS,
+    LOG_OFFSET,
     NextStepConfig,
     NextStepTail,
     features,
@@ -94,6 +95,19 @@ def test_a_saved_tail_predicts_the_same_and_one_of_other_features_is_refused(tra
     damaged = dict(model.to_dict(), boosters=["not a model"] * len(model.levels))
     with pytest.raises(ValueError, match="cannot be read"):
         NextStepTail.from_dict(damaged)
+
+
+def test_the_tail_learns_log_utilisation_and_reads_a_checkpoint_of_utilisation_itself(trained):
+    model, data = trained
+    x = features(data[0].values, SIZE, 0.0, np.arange(DAY_STEPS, 2 * DAY_STEPS))
+    raw = np.stack([b.predict(x) for b in model.boosters], axis=1)
+    assert model.log_offset == LOG_OFFSET
+    assert np.allclose(model.predict(x), np.maximum.accumulate(np.maximum(np.exp(raw) - LOG_OFFSET, 0), axis=1))
+    # A checkpoint from before the log scale has no log_offset: its boosters give utilisation.
+    older = {k: v for k, v in model.to_dict().items() if k != "log_offset"}
+    assert np.allclose(NextStepTail.from_dict(older).predict(x), np.maximum.accumulate(np.maximum(raw, 0), axis=1))
+    with pytest.raises(ValueError, match="log offset must be positive"):
+        NextStepTail(model.levels, model.boosters, log_offset=0.0)
 
 
 def test_too_little_cpu_history_trains_nothing():

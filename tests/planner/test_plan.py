@@ -601,3 +601,42 @@ def test_the_veto_prices_cost_optimal_cpu_as_its_sizing_does():
     a = only(plan(s, config), "vm-1")
     assert a.kind == "downgrade" and not a.vetoed, a.reason
     assert a.target.cpu_cores == pytest.approx(0.7, abs=0.05)
+
+
+# -- resize budget --------------------------------------------------------------------------------
+def churn(budget: float | None, days: float) -> tuple[int, list[str]]:
+    """Resizes a VM makes whose forecast swings between high and low every step, under a tier that
+    follows it at once; and the reasons of the resizes held back."""
+    tier = TierPolicy("silver", quantile=0.99, margin=0.0, hold_steps=1, cooldown_steps=0, deadband=0.0,
+                      max_step_down=1.0, grow_headroom=0.0, max_resizes_per_day=budget)
+    config = PlannerConfig(tiers={"silver": tier}, cost=CostModel(veto_threshold=1e9))
+    s = Snapshot(0, (vm(cores=2.0, cpu=HIGH_CPU),))
+    applied, held = 0, []
+    for step in range(int(days * 288)):
+        s = replace(s, vms=(replace(s.vms[0], cpu=fc(*(HIGH_CPU if step % 2 == 0 else LOW_CPU))),))
+        p = plan(s, config)
+        applied += len(p.applied())
+        held += [a.reason for a in p.actions if a.vetoed]
+        s = advance(s, p)
+    return applied, held
+
+
+def test_a_resize_budget_holds_a_churning_vm_to_its_rate():
+    free, _ = churn(None, 2)
+    assert free == 2 * 288  # it follows every swing
+    applied, held = churn(24.0, 2)
+    # a full bucket (six hours' worth) and 24 a day after it
+    assert 2 * 24 <= applied <= 6 + 2 * 24
+    assert held and all("spent its resize budget (24 a day)" in r for r in held)
+
+
+def test_a_safety_raise_goes_through_a_spent_budget():
+    tier = TierPolicy("silver", max_resizes_per_day=24.0)
+    spent = VmMemory(resize_tokens=0.0)
+    v = vm(memory_mib=2000.0, memory=(100.0, 200.0, 300.0, 400.0), memory_used_mib=USED)
+    p = plan(Snapshot(5, (v,), memory={"vm-1": spent}), PlannerConfig(tiers={"silver": tier}))
+    a = only(p, "vm-1")
+    assert a.kind == "presculpt" and not a.vetoed and "what the guest uses" in a.reason
+    assert p.memory["vm-1"].resize_tokens < 0  # owed: the refill pays it back before the next resize
+    with pytest.raises(ValueError, match="max_resizes_per_day must be positive"):
+        TierPolicy("t", max_resizes_per_day=0.0)
