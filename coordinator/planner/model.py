@@ -144,7 +144,7 @@ class CostModel:
 
     price_vcpu_hour: float = 0.04
     price_gib_hour: float = 0.005
-    resize_cost: float = 0.001  # per resize: the guest's disturbance and the control traffic
+    resize_cost: float = 0.002  # per resize: the guest's disturbance and the control traffic
     veto_threshold: float = 0.0
     benefit_hours: float = 4.0  # how long a change is expected to last, to price what it adds or frees
 
