@@ -6,6 +6,7 @@ Forecasts are quantiles of the metric's mean over each of the next ``horizon`` s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,21 +45,30 @@ def level_between(lo: float, hi: float, weight: float) -> float:
     return lo + weight * (hi - lo)
 
 
-def at_levels(values: np.ndarray, quantiles: Sequence[float], levels: Sequence[float]) -> np.ndarray:
-    """Quantile ``values`` (..., len(quantiles)) read at ``levels`` (..., len(levels)) as above, the
-    top value above the top quantile. A level the forecast has keeps its value, so adding levels
-    changes nothing a reader of the forecast sees below its top."""
+@functools.lru_cache(maxsize=32)
+def level_weights(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> np.ndarray:
+    """W (len(quantiles), len(levels)) with ``values @ W`` = quantile ``values`` read at ``levels`` as
+    above: from zero demand at level 0 below the lowest quantile, the top value from the top one up.
+    Cached by its tuples (the planner reads forecasts millions of times in a replay)."""
     knots = np.concatenate([[0.0], np.asarray(quantiles, dtype=np.float64)])
-    padded = np.concatenate([np.zeros(values.shape[:-1] + (1,)), values], axis=-1)
-    out = np.empty(values.shape[:-1] + (len(levels),))
+    weights = np.zeros((len(knots), len(levels)))
     for col, p in enumerate(levels):
-        j = min(int(np.searchsorted(knots, p)), len(knots) - 1)
-        if knots[j] <= p:  # a level of the forecast, or above its top
-            out[..., col] = padded[..., j]
+        j = int(np.searchsorted(knots, p, side="right"))
+        if j >= len(knots):  # the top quantile or above it
+            weights[-1, col] = 1.0
             continue
         w = level_weight(knots[j - 1], knots[j], p)
-        out[..., col] = padded[..., j - 1] * (1 - w) + padded[..., j] * w
+        weights[j - 1, col], weights[j, col] = 1 - w, w
+    out = weights[1:]  # the first row multiplies zero demand
+    out.flags.writeable = False
     return out
+
+
+def at_levels(values: np.ndarray, quantiles: Sequence[float], levels: Sequence[float]) -> np.ndarray:
+    """Quantile ``values`` (..., len(quantiles)) read at ``levels`` (..., len(levels)) by
+    :func:`level_weights`. A level the forecast has keeps its value, so adding levels changes
+    nothing a reader of the forecast sees below its top."""
+    return values @ level_weights(tuple(float(q) for q in quantiles), tuple(float(p) for p in levels))
 
 
 @dataclass(frozen=True)

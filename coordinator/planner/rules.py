@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from presculpt.coordinator.forecast.base import level_between, level_weight
+from presculpt.coordinator.forecast.base import level_between, level_weight, level_weights
 from presculpt.coordinator.planner.model import Forecast, TierPolicy, VmMemory
 
 _PROBABILITY_GRID = tuple(((np.arange(100) + 0.5) / 100).tolist())  # midpoints of 100 equal-probability slices
+
+
 def quantile_at(forecast: Forecast, level: float) -> np.ndarray:
     """The forecast's quantile at ``level`` for every step: (horizon,)."""
     levels = forecast.quantiles
@@ -65,22 +67,14 @@ def exceedance(forecast: Forecast, allocation: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _interpolation(quantiles: tuple[float, ...], levels: tuple[float, ...]) -> tuple[np.ndarray, int, np.ndarray]:
-    """For sorted ``levels``: a matrix W with ``values @ W`` = the forecast read between its quantiles
-    (:func:`quantile_at`, from zero demand at level 0) at the first ``k`` levels, those up to the top
-    quantile; and, for the levels
-    above it, their distance into the exponential tail in units of the top two quantiles' spread."""
-    knots = np.concatenate([[0.0], quantiles])
+    """For sorted ``levels``: the weights W (:func:`level_weights`) that read the forecast at the
+    first ``k`` of them, those up to the top quantile; and, for the levels above it, their distance
+    into the exponential tail in units of the top two quantiles' spread."""
     levels_arr = np.asarray(levels)
-    k = int(np.count_nonzero(levels_arr <= knots[-1]))
-    weights = np.zeros((len(knots), k))
-    for col, p in enumerate(levels_arr[:k]):
-        j = min(int(np.searchsorted(knots, p, side="right")), len(knots) - 1)
-        lo, hi = knots[j - 1], knots[j]
-        w = level_weight(lo, hi, p) if hi > lo else 1.0
-        weights[j - 1, col], weights[j, col] = 1 - w, w
+    k = int(np.count_nonzero(levels_arr <= quantiles[-1]))
     q = quantiles
     tail = np.log10((1 - q[-1]) / (1 - levels_arr[k:])) / math.log10((1 - q[-2]) / (1 - q[-1]))
-    return weights[1:], k, tail  # the first row multiplies zero demand
+    return level_weights(tuple(quantiles), tuple(levels[:k])), k, tail
 
 
 def quantile_grid(forecast: Forecast, levels: tuple[float, ...] = _PROBABILITY_GRID) -> np.ndarray:
