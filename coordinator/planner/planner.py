@@ -208,10 +208,7 @@ def veto(w: _Work, config: PlannerConfig) -> None:
     w.benefit = max(risk, 0.0) - min(delta, 0.0) * hours
     w.action_cost = cost.resize_cost + max(delta, 0.0) * hours - min(risk, 0.0)
     if w.action_cost - w.benefit > cost.veto_threshold and not _floor_raise(w):  # safety floors: never vetoed
-        w.vetoed = True
-        w.wanted = (w.cpu_target, w.memory_target)
-        w.cpu_target, w.memory_target = cur.cpu_cores, cur.memory_mib
-        w.notes.append(f"vetoed by the cost model: costs {w.action_cost:.4f}, expected benefit {w.benefit:.4f}")
+        _hold_back(w, f"vetoed by the cost model: costs {w.action_cost:.4f}, expected benefit {w.benefit:.4f}")
 
 
 def action_for(w: _Work, config: PlannerConfig) -> Action | None:
@@ -247,10 +244,15 @@ def hold_to_budget(w: _Work, tokens: float | None) -> None:
     its token is owed)."""
     if tokens is None or tokens >= 1 or w.vetoed or _floor_raise(w) or not _changes(w):
         return
+    _hold_back(w, f"held back: the VM has spent its resize budget ({w.tier.max_resizes_per_day:g} a day)")
+
+
+def _hold_back(w: _Work, note: str) -> None:
+    """Keep the VM as it is, recording what it wanted (reported as a vetoed action) and why."""
     w.vetoed = True
     w.wanted = (w.cpu_target, w.memory_target)
     w.cpu_target, w.memory_target = w.vm.current.cpu_cores, w.vm.current.memory_mib
-    w.notes.append(f"held back: the VM has spent its resize budget ({w.tier.max_resizes_per_day:g} a day)")
+    w.notes.append(note)
 
 
 def plan(snapshot: Snapshot, config: PlannerConfig) -> Plan:
