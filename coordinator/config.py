@@ -174,6 +174,7 @@ class TierSettings:
     memory_quantile: float = 0.999  # the quantile memory is provisioned for (a shortfall swaps or kills)
     memory_margin: float = 0.10  # safety margin on top of it (fraction)
     violation_cost: float = 0.0  # CPU: cost-optimal level per step, a violated step costing this many vCPU-steps; 0: off
+    min_level: float = 0.0  # with violation_cost: never a level below this one (e.g. 0.95); 0: any
     memory_pacing: PacingSettings = field(default_factory=PacingSettings)  # memory's own lead, hold, bands
     memory_peak_factor: float = 0.0  # memory never below this x its peak of planner.memory_peak_hours; 0: off
     max_resizes_per_day: float = 0.0  # a VM's resizes per day at most, on average (safety raises aside); 0: no limit
@@ -196,8 +197,8 @@ def _default_tiers() -> dict[str, TierSettings]:
         "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
                              memory_quantile=0.9999, memory_peak_factor=1.5,
                              memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
-        "silver": TierSettings(priority=2, margin=0.0, violation_cost=34.0, lead_steps=0, hold_steps=1,
-                               shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
+        "silver": TierSettings(priority=2, margin=0.0, violation_cost=30.0, min_level=0.95, lead_steps=0,
+                               hold_steps=1, shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
                                cooldown_steps=1, memory_peak_factor=1.2),
         "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
                                memory_margin=0.05, memory_pacing=PacingSettings(hold_steps=2, shrink_window_steps=2)),
@@ -255,6 +256,7 @@ class PlannerSettings:
 
         tiers = {name: TierPolicy(name, **{**dataclasses.asdict(t), "violation_penalty": t.violation_penalty or None,
                                            "violation_cost": t.violation_cost or None,
+                                           "min_level": t.min_level or None,
                                            "memory_peak_factor": t.memory_peak_factor or None,
                                            "max_resizes_per_day": t.max_resizes_per_day or None,
                                            "memory_pacing": Pacing(**dataclasses.asdict(t.memory_pacing))})

@@ -121,7 +121,8 @@ _SIZING_KEY = tuple(_SIZING_LEVELS.tolist())
 
 def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndarray:
     """The allocation ``tier`` asks for at every step (before the floor): its quantile, or with a
-    ``violation_cost`` the cost-optimal level of each step; plus the tier's margin."""
+    ``violation_cost`` the cost-optimal level of each step (not below ``min_level``); plus the
+    tier's margin."""
     if tier.violation_cost is None:
         return quantile_at(forecast, tier.quantile) * (1 + tier.margin)
     grid = quantile_grid(forecast, _SIZING_KEY)  # (horizon, levels)
@@ -130,6 +131,8 @@ def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndar
     # ceiling) is at stake, = P(demand <= ceiling) - level (0 once the level reaches the ceiling).
     within = _level_at(grid, ceiling)
     cost = held + tier.violation_cost * np.maximum(np.reshape(within, (-1, 1)) - _SIZING_LEVELS, 0.0)
+    if tier.min_level is not None:
+        cost[:, _SIZING_LEVELS < tier.min_level - 1e-9] = np.inf
     return held[np.arange(len(held)), cost.argmin(axis=1)] * (1 + tier.margin)
 
 
@@ -154,7 +157,8 @@ def _level_at(grid: np.ndarray, value: float) -> np.ndarray | float:
 def sizing_name(tier: TierPolicy) -> str:
     if tier.violation_cost is None:
         return f"p{tier.quantile * 100:g}"
-    return f"cost-optimal level (violation cost {tier.violation_cost:g} vCPU-steps)"
+    least = f"at least p{tier.min_level * 100:g}, " if tier.min_level is not None else ""
+    return f"cost-optimal level ({least}violation cost {tier.violation_cost:g} vCPU-steps)"
 
 
 @dataclass(frozen=True)

@@ -350,6 +350,7 @@ def test_presculpt_plan_errors_are_one_line(observe, capsys):
     ("price_vcpu_hour = -1", "cost model prices must not be negative"),
     ("memory_peak_hours = 0", "planner memory_peak_hours must be positive, got 0"),
     ("[planner.tiers.gold]\nmemory_peak_factor = -1.2", "tier 'gold': memory_peak_factor must be positive, got -1.2"),
+    ("[planner.tiers.silver]\nmin_level = 1.5", "tier 'silver': min_level must be in \\[0.5, 1\\), got 1.5"),
 ])
 def test_a_bad_planner_value_is_one_clear_line(tmp_path, text, message):
     path = tmp_path / "coordinator.toml"

@@ -155,6 +155,26 @@ def test_cost_optimal_sizing_does_not_pay_for_demand_above_the_ceiling():
     assert provisioned(BURSTY, cover, 4.0) == pytest.approx(np.full(12, 4.0), rel=1e-6)
 
 
+def test_cost_optimal_sizing_never_below_the_tiers_least_level():
+    # A violated step at 1 vCPU-step: not even the core from p50 to p90 pays (0.5 cores to avoid
+    # 0.4 of a step), so the cost-optimal level lies below p95 ...
+    cheap = TierPolicy("t", margin=0.0, violation_cost=1.0)
+    p95 = quantile_at(BURSTY, 0.95)  # 1.5 + 0.5 x log(0.1/0.05)/log(0.1/0.01), about 1.65
+    assert p95 == pytest.approx(np.full(12, 1.5 + 0.5 * math.log10(2)), rel=1e-9)
+    assert (provisioned(BURSTY, cheap, 8.0) < p95 - 0.1).all()
+    # ... and min_level holds it at p95; a level above it that pays is still chosen.
+    floored = TierPolicy("t", margin=0.0, violation_cost=1.0, min_level=0.95)
+    assert provisioned(BURSTY, floored, 8.0) == pytest.approx(p95, rel=1e-6)
+    assert provisioned(BURSTY, TierPolicy("t", margin=0.0, violation_cost=100.0, min_level=0.95), 8.0) == \
+        pytest.approx(np.full(12, 2.0), rel=1e-6)
+    d = decide("CPU", "cores", BURSTY, 1.0, 0.1, 8.0, floored, VmMemory(), 0, 10)
+    assert "cost-optimal level (at least p95, violation cost 1 vCPU-steps)" in d.reason
+    assert floored.for_memory.min_level is None
+    for bad in (0.3, 1.0):
+        with pytest.raises(ValueError, match="min_level must be in"):
+            TierPolicy("t", violation_cost=1.0, min_level=bad)
+
+
 def test_cost_optimal_sizing_in_a_decision_and_not_for_memory():
     tier = TierPolicy("t", margin=0.0, violation_cost=100.0, grow_headroom=0.0)
     d = decide("CPU", "cores", BURSTY, 1.0, 0.1, 8.0, tier, VmMemory(), 0, 10)
