@@ -114,7 +114,7 @@ class ForecastConfig:
     accuracy_window_s: float = 86400.0  # forecasts made this recently are scored against what happened
     anomaly_steps: int = 6  # demand outside the outer quantiles this many steps in a row is an anomaly
     empirical_tail: bool = True  # CPU forecasts' upper levels from each VM's own last week (forecast/tail.py)
-    next_step_tail: bool = True  # CPU's next step from the learned tail trained with the model (forecast/nextstep.py)
+    next_step_tail: bool = True  # CPU's next step and memory's upper tail from learned models (forecast/nextstep.py)
 
     def __post_init__(self) -> None:
         # The history the model needs before it forecasts a series (numpy only; torch is not loaded).
@@ -199,7 +199,7 @@ def _default_tiers() -> dict[str, TierSettings]:
                              memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
         "silver": TierSettings(priority=2, margin=0.0, violation_cost=30.0, min_level=0.95, lead_steps=0,
                                hold_steps=1, shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
-                               cooldown_steps=1, memory_peak_factor=1.2),
+                               cooldown_steps=1, memory_quantile=0.9995, memory_margin=0.30),
         "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
                                memory_margin=0.05, memory_pacing=PacingSettings(hold_steps=2, shrink_window_steps=2)),
     }

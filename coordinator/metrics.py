@@ -55,7 +55,7 @@ class CoordinatorMetrics:
             ["version"], registry=r)
         self.forecast_series = Gauge(
             "presculpt_forecast_series", "VM series forecast by the last run, by kind (model, cold_start; "
-            "next_step: of the model's, those whose next step's tail the learned model gave)",
+            "next_step: of the model's, those whose upper tail a learned next-step model gave)",
             ["kind"], registry=r)
         self.forecast_seconds = Histogram(
             "presculpt_forecast_seconds", "Duration of a forecast run (read, score, forecast, store)",

@@ -36,7 +36,7 @@ from presculpt.coordinator.forecast.lstm.training import (
     predict_scaled,
     scaled_target,
 )
-from presculpt.coordinator.forecast.nextstep import NextStepConfig, NextStepTail
+from presculpt.coordinator.forecast.nextstep import DEFAULT_CONFIGS, NextStepConfig, NextStepTail
 from presculpt.errors import UserError
 from presculpt.lab.trace import TraceError, load_trace
 
@@ -118,9 +118,9 @@ def training_windows(series: Sequence[Series], config: ModelConfig, validation_d
 
 def train_lstm(series: Sequence[Series], model_config: ModelConfig, train_config: TrainConfig,
                validation_days: float = 2.0, initial_state: dict | None = None,
-               next_step: NextStepConfig | None = NextStepConfig()) -> tuple[LstmForecaster, dict]:
+               next_steps: Sequence[NextStepConfig] = DEFAULT_CONFIGS) -> tuple[LstmForecaster, dict]:
     """Train and calibrate the global LSTM on the training parts of ``series``, and with it the
-    learned tail of CPU's next step (``next_step`` None: not)."""
+    learned tails of the next step of ``next_steps`` (CPU, memory; empty: none)."""
     started = time.monotonic()
     train, validation = training_windows(series, model_config, validation_days)
     log.info("training on %d windows, validating on %d", len(train), len(validation))
@@ -130,12 +130,12 @@ def train_lstm(series: Sequence[Series], model_config: ModelConfig, train_config
                                        model_config.n_metrics)
     log.info("trained in %.0f s (best epoch %d of %d)", time.monotonic() - started, report.best_epoch,
              report.epochs_run)
-    tail = NextStepTail.fit(series, next_step, train_config.threads) if next_step is not None else None
+    tails = [t for t in (NextStepTail.fit(series, c, train_config.threads) for c in next_steps) if t is not None]
     seconds = time.monotonic() - started
     metadata = {"train_seconds": seconds, "epochs": report.epochs_run, "best_epoch": report.best_epoch,
                 "validation_loss": report.validation_loss, "train_windows": len(train),
-                "next_step": tail.metadata if tail is not None else None}
-    return LstmForecaster(model, offsets, metadata, calibration_edges=edges, next_step=tail), metadata
+                "next_step": {t.metric: t.metadata for t in tails}}
+    return LstmForecaster(model, offsets, metadata, calibration_edges=edges, next_steps=tails), metadata
 
 
 @dataclass

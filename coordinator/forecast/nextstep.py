@@ -1,5 +1,5 @@
-"""A learned upper tail of CPU demand at the next step: gradient-boosted quantile regression pooled
-over every VM.
+"""A learned upper tail of demand at the next step (CPU, and memory): gradient-boosted quantile
+regression pooled over every VM.
 
 The empirical tail (forecast/tail.py) scales each VM's recent peak by how far the VM rose above
 such peaks last week, whatever state it is in now. What the next step can bring depends on that
@@ -13,8 +13,13 @@ On the Bitbrains trace (``presculpt replay``, README) CPU slack at 2.55% violati
 levels learned; the eight levels learned now, with cost-optimal sizing that reads between them,
 leave 32.2% at 2.57%.
 
-Only the first forecast step changes: it is the step the planner acts on at once; later steps keep
-the empirical tail. :func:`features` computes the inputs of every origin of one series from the
+For CPU only the first forecast step changes: it is the step the planner acts on at once; later
+steps keep the empirical tail. Memory (:data:`MEMORY`, the same features of memory in units of the
+VM's memory) replaces its upper levels at every step of the horizon: the planner provisions memory
+for the most of its next steps, and the empirical tail of later steps, a week's worst jumps scaled
+to the recent peak, is far wider than the learned next step (Bitbrains replay: memory slack 81.5%
+at 0.042% violation with the empirical tail and 1.2x the 24-hour peak as a floor; 78.7% at 0.035%
+with the learned levels). :func:`features` computes the inputs of every origin of one series from the
 values before it, the same way for training, for a replay and for serving.
 """
 
@@ -128,7 +133,10 @@ def _trailing_mean(u: np.ndarray, window: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NextStepConfig:
+    metric: str = METRIC  # the series it learns
     levels: tuple[float, ...] = LEVELS
+    log_offset: float | None = LOG_OFFSET  # learns log(utilisation + this); None: utilisation
+    steps: int = 1  # the forecast steps whose learned levels it replaces (0: all of the horizon)
     # Training origins sampled from all series. Time grows with them (eight levels: about 4 s per
     # 100,000 on 2 cores), and so does accuracy: on Bitbrains 800,000 instead of 300,000 left 0.35
     # points less CPU slack at the same violation.
@@ -147,16 +155,30 @@ class NextStepConfig:
         return math.ceil(self.min_exceedances / (1 - max(self.levels)) - 1e-9)
 
 
+# Memory: used memory jumps rarely but far (a week of 5-minute steps holds a few jumps past 1.5x
+# the day's peak), so its levels reach p99.95; it is learned as utilisation (measured, the log was
+# not), on fewer origins (each level costs as much as CPU's), with fewer outcomes above the top
+# level before it is trusted (100,000 origins: a 60-VM fleet's first week).
+MEMORY = NextStepConfig(metric="memory_mib", levels=(0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995),
+                        log_offset=None, steps=0, max_rows=300_000, min_exceedances=50)
+DEFAULT_CONFIGS: tuple[NextStepConfig, ...] = (NextStepConfig(), MEMORY)
+
+
 class NextStepTail:
-    """One LightGBM quantile model per level, of next-step CPU utilisation (demand / size), learned
-    as log(utilisation + ``log_offset``) (None: utilisation itself, as checkpoints before it)."""
+    """One LightGBM quantile model per level, of the next step's utilisation of ``metric`` (demand /
+    size), learned as log(utilisation + ``log_offset``) (None: utilisation itself, as checkpoints
+    before it); it replaces the first ``steps`` steps of a forecast (0: all)."""
 
     def __init__(self, levels: Sequence[float], boosters: Sequence[Any], metadata: dict[str, Any] | None = None,
-                 log_offset: float | None = LOG_OFFSET):
+                 log_offset: float | None = LOG_OFFSET, metric: str = METRIC, steps: int = 1):
         if len(levels) != len(boosters):
             raise ValueError("one booster per level")
         if log_offset is not None and not log_offset > 0:
             raise ValueError(f"the next-step tail's log offset must be positive, got {log_offset}")
+        if steps < 0:
+            raise ValueError(f"the next-step tail's steps must not be negative, got {steps}")
+        self.metric = metric
+        self.steps = steps
         self.levels = tuple(float(q) for q in levels)
         self.boosters = list(boosters)
         self.metadata = dict(metadata or {})
@@ -166,14 +188,14 @@ class NextStepTail:
     @classmethod
     def fit(cls, series: Sequence[Any], config: NextStepConfig = NextStepConfig(), threads: int = 2
             ) -> "NextStepTail | None":
-        """Train on the training part (``train_end``) of every CPU series with a known size
-        (:class:`~presculpt.coordinator.forecast.evaluate.Series`). None: too few origins."""
+        """Train on the training part (``train_end``) of every series of ``config.metric`` with a
+        known size (:class:`~presculpt.coordinator.forecast.evaluate.Series`). None: too few origins."""
         import lightgbm as lgb
 
         started = time.monotonic()
         rows, targets = [], []
         for s in series:
-            if s.metric != METRIC or not s.capacity or s.capacity <= 0 or s.train_end <= MIN_ORIGIN:
+            if s.metric != config.metric or not s.capacity or s.capacity <= 0 or s.train_end <= MIN_ORIGIN:
                 continue
             origins = np.arange(MIN_ORIGIN, min(s.train_end, len(s.values)))
             target = np.asarray(s.values, dtype=np.float64)[origins] / s.capacity
@@ -182,8 +204,8 @@ class NextStepTail:
             targets.append(target[keep])
         count = sum(len(t) for t in targets)
         if count < config.min_rows:
-            log.info("next-step tail not trained: %d origins of CPU series with a known size, it needs %d "
-                     "(the empirical tail serves)", count, config.min_rows)
+            log.info("next-step tail of %s not trained: %d origins of series with a known size, it needs %d "
+                     "(the empirical tail serves)", config.metric, count, config.min_rows)
             return None
         x, y = np.concatenate(rows), np.concatenate(targets)
         if len(y) > config.max_rows:
@@ -192,11 +214,13 @@ class NextStepTail:
         params = {"objective": "quantile", "learning_rate": config.learning_rate, "num_leaves": config.leaves,
                   "min_data_in_leaf": config.min_leaf, "bagging_fraction": 0.8, "bagging_freq": 1,
                   "seed": config.seed, "num_threads": threads, "verbose": -1}
-        data = lgb.Dataset(x, np.log(y + LOG_OFFSET), feature_name=list(FEATURES))
+        target = y if config.log_offset is None else np.log(y + config.log_offset)
+        data = lgb.Dataset(x, target, feature_name=list(FEATURES))
         boosters = [lgb.train({**params, "alpha": q}, data, config.trees) for q in config.levels]
         seconds = time.monotonic() - started
-        log.info("next-step tail trained on %d of %d origins in %.0f s", len(y), count, seconds)
-        return cls(config.levels, boosters, {"origins": int(len(y)), "train_seconds": round(seconds, 1)})
+        log.info("next-step tail of %s trained on %d of %d origins in %.0f s", config.metric, len(y), count, seconds)
+        return cls(config.levels, boosters, {"origins": int(len(y)), "train_seconds": round(seconds, 1)},
+                   config.log_offset, config.metric, config.steps)
 
     # -- use -----------------------------------------------------------------------------------
     def predict(self, x: np.ndarray, threads: int = 2) -> np.ndarray:
@@ -215,21 +239,24 @@ class NextStepTail:
     def apply(self, values: np.ndarray, quantiles: Sequence[float], learned: np.ndarray, capacity: float,
               ceiling: float) -> np.ndarray:
         """Forecasts ``values`` (n, horizon, len(quantiles)) at :meth:`levels_with` ``quantiles``:
-        the first step's learned levels from ``learned`` utilisation quantiles (n, len(levels)) x
-        ``capacity``, clipped to ``ceiling``, kept non-decreasing along the levels; the levels
-        ``quantiles`` lack elsewhere read between theirs (:func:`~presculpt.coordinator.forecast.base.at_levels`)."""
+        the learned levels of the first :attr:`steps` steps from ``learned`` utilisation quantiles
+        (n, len(levels)) x ``capacity``, clipped to ``ceiling``, kept non-decreasing along the
+        levels; the levels ``quantiles`` lack elsewhere read between theirs
+        (:func:`~presculpt.coordinator.forecast.base.at_levels`)."""
         levels = self.levels_with(quantiles)
         out = at_levels(np.asarray(values, dtype=np.float64), quantiles, levels)
-        out[:, 0, [levels.index(q) for q in self.levels]] = np.minimum(learned * capacity, ceiling)
-        out[:, 0] = np.maximum.accumulate(out[:, 0], axis=-1)
+        steps = slice(None, self.steps or None)
+        columns = [levels.index(q) for q in self.levels]
+        out[:, steps, columns] = np.minimum(learned * capacity, ceiling)[:, None, :]
+        out[:, steps] = np.maximum.accumulate(out[:, steps], axis=-1)
         return out
 
     def refine(self, histories: Sequence[SeriesHistory], forecasts: Sequence[QuantileForecast],
                threads: int = 2) -> list[QuantileForecast]:
-        """``forecasts`` of ``histories`` (in order), the CPU ones of series with a known size and a
-        model forecast (not cold-start) with their first step's upper levels learned."""
+        """``forecasts`` of ``histories`` (in order), those of :attr:`metric` of series with a known
+        size and a model forecast (not cold-start) with their upper levels learned."""
         chosen = [k for k, (h, f) in enumerate(zip(histories, forecasts, strict=True))
-                  if h.metric == METRIC and h.capacity and h.capacity > 0 and not f.cold_start]
+                  if h.metric == self.metric and h.capacity and h.capacity > 0 and not f.cold_start]
         out = list(forecasts)
         if not chosen:
             return out
@@ -245,8 +272,9 @@ class NextStepTail:
 
     # -- persistence -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"levels": list(self.levels), "features": list(FEATURES), "metadata": self.metadata,
-                "log_offset": self.log_offset, "boosters": [b.model_to_string() for b in self.boosters]}
+        return {"metric": self.metric, "steps": self.steps, "levels": list(self.levels), "features": list(FEATURES),
+                "metadata": self.metadata, "log_offset": self.log_offset,
+                "boosters": [b.model_to_string() for b in self.boosters]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NextStepTail":
@@ -259,4 +287,6 @@ class NextStepTail:
             boosters = [lgb.Booster(model_str=s) for s in data["boosters"]]
         except (lgb.basic.LightGBMError, KeyError, TypeError) as err:
             raise ValueError(f"the next-step tail cannot be read: {err}") from None
-        return cls(data["levels"], boosters, data.get("metadata"), data.get("log_offset"))
+        # Checkpoints before memory was learned: CPU's first step.
+        return cls(data["levels"], boosters, data.get("metadata"), data.get("log_offset"),
+                   data.get("metric", METRIC), data.get("steps", 1))

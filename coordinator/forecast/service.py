@@ -248,10 +248,12 @@ class ForecastService:
         forecasts = self._predict(forecaster, histories)
         if self.config.empirical_tail:
             forecasts = [calibrate_tail(h, f) for h, f in zip(histories, forecasts, strict=True)]
-        learned = 0  # VM series whose first step's tail the learned next-step model gave
-        if self.config.next_step_tail and model is not None and model.next_step is not None:  # learned on VMs
+        learned = 0  # VM series whose upper tail a learned next-step model gave
+        if self.config.next_step_tail and model is not None:  # learned on VMs
             n = len(vm_histories)
-            refined = model.next_step.refine(histories[:n], forecasts[:n], self.config.threads)
+            refined = forecasts[:n]
+            for tail in model.next_steps:
+                refined = tail.refine(histories[:n], refined, self.config.threads)
             learned = sum(1 for new, old in zip(refined, forecasts) if new is not old)
             forecasts = refined + forecasts[n:]
         by_key = {f.key: f for f in forecasts}
@@ -463,7 +465,7 @@ class ForecastService:
         """Train a candidate on the newest roll-ups and promote it if it beats the current model on
         the held-out newest ``holdout_days``. None: not enough history yet."""
         from presculpt.coordinator.forecast.evaluate import backtest, train_lstm
-        from presculpt.coordinator.forecast.nextstep import NextStepConfig
+        from presculpt.coordinator.forecast.nextstep import DEFAULT_CONFIGS
 
         started = time.monotonic()
         now = self.clock() if now is None else now
@@ -487,7 +489,7 @@ class ForecastService:
                  cfg.holdout_days, f", warm-started from {parent}" if parent else "")
         try:
             candidate, meta = train_lstm(series, model_config, self.train_config(), cfg.validation_days,
-                                         initial_state, NextStepConfig() if cfg.next_step_tail else None)
+                                         initial_state, DEFAULT_CONFIGS if cfg.next_step_tail else ())
         except UserError as err:
             log.info("not enough history to train: %s", err)
             self.metrics.retrains.labels("skipped").inc()

@@ -44,7 +44,7 @@ class ReplayForecastConfig:
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, threads=2))
     model: ModelConfig = field(default_factory=ModelConfig)
     tail: TailConfig | None = field(default_factory=TailConfig)  # None: the model's own upper quantiles
-    next_step: nextstep.NextStepConfig | None = field(default_factory=nextstep.NextStepConfig)  # None: no learned next step
+    next_steps: tuple[nextstep.NextStepConfig, ...] = nextstep.DEFAULT_CONFIGS  # the learned next steps (): none
 
 
 class CausalForecasts:
@@ -63,7 +63,7 @@ class CausalForecasts:
         self.train_seconds = 0.0
         self.trainings = 0
         self._series = self._make_series()
-        self._next_features: dict[int, np.ndarray] = {}
+        self._next_features: dict[str, np.ndarray] = {}
 
     @property
     def quantiles(self) -> tuple[float, ...]:
@@ -76,8 +76,9 @@ class CausalForecasts:
     def levels(self, metric: str) -> tuple[float, ...]:
         """The quantile levels of ``metric``'s forecasts in :meth:`block`."""
         levels = self._tail_levels(metric)
-        if self.config.next_step is not None and metric == nextstep.METRIC:
-            levels = tuple(sorted(set(levels) | set(self.config.next_step.levels)))
+        for learned in self.config.next_steps:
+            if learned.metric == metric:
+                levels = tuple(sorted(set(levels) | set(learned.levels)))
         return levels
 
     def _tail_levels(self, metric: str) -> tuple[float, ...]:
@@ -116,7 +117,8 @@ class CausalForecasts:
             self.config.model, horizon=HORIZON, quantiles=QUANTILES)
         state = self.model.model.state_dict() if warm else None
         forecaster, meta = train_lstm(series, model_config, self.config.retrain if warm else self.config.train,
-                                      self.config.validation_days, initial_state=state, next_step=self.config.next_step)
+                                      self.config.validation_days, initial_state=state,
+                                      next_steps=self.config.next_steps)
         self.model, self.trained_at = forecaster, step
         self.train_seconds += meta["train_seconds"]
         self.trainings += 1
@@ -147,21 +149,20 @@ class CausalForecasts:
         if self.config.tail is not None:
             for metric in self.config.tail.metrics:
                 out[metric] = self._with_tail(metric, out[metric], start, stop)
-        if self.config.next_step is not None:
-            out[nextstep.METRIC] = self._with_next_step(out[nextstep.METRIC], start, stop)
+        for metric in dict.fromkeys(learned.metric for learned in self.config.next_steps):
+            out[metric] = self._with_next_step(metric, out[metric], start, stop)
         return out
 
-    def _with_next_step(self, block: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """``block`` at the levels the learned next step adds, with the first step of every CPU
-        forecast from the model's learned upper tail once there is one, as the coordinator's
-        forecast job serves them."""
-        metric = nextstep.METRIC
+    def _with_next_step(self, metric: str, block: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """``block`` of ``metric`` at the levels its learned next step adds, with the upper levels
+        from the model's learned tail once there is one, as the coordinator's forecast job serves them."""
         given = self._tail_levels(metric)
         levels = self.levels(metric)
         out = at_levels(block, given, levels).astype(np.float32)
-        tail = self.model.next_step if self.model is not None else None
-        if tail is None:
+        tails = [t for t in self.model.next_steps if t.metric == metric] if self.model is not None else []
+        if not tails:
             return out
+        tail = tails[0]
         for i, s in self._series:
             if s.metric != metric or not s.capacity:
                 continue
@@ -170,11 +171,11 @@ class CausalForecasts:
             rows = rows[~np.isnan(block[i, rows, 0, 0])]
             if not len(rows):
                 continue
-            if i not in self._next_features:  # every origin of the series at once (causal per row)
-                self._next_features[i] = nextstep.features(s.values, s.capacity, s.start_ts)
+            if s.key not in self._next_features:  # every origin of the series at once (causal per row)
+                self._next_features[s.key] = nextstep.features(s.values, s.capacity, s.start_ts)
             before = s.values[:max(0, start - lo)]
             ceiling = tail_ceiling(before, s.capacity, self.config.tail or TailConfig())
-            learned = tail.predict(self._next_features[i][rows + start - lo], threads=self.config.train.threads)
+            learned = tail.predict(self._next_features[s.key][rows + start - lo], threads=self.config.train.threads)
             refined = tail.apply(block[i, rows], given, learned, s.capacity, ceiling)
             out[i, rows] = at_levels(refined, tail.levels_with(given), levels)  # a loaded model's levels
         return out

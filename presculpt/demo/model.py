@@ -11,6 +11,7 @@ directory; later demos load it at once. The coordinator imports it as its first 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,7 +41,7 @@ def checkpoint_key(trace_dir: Path, origin: float, scale: GuestScale) -> str:
     parts = {"origin": origin, "scale": scale.__dict__, "own_memory": GUEST_OWN_MEMORY_MIB, "train_days": TRAIN_DAYS, "validation_days": VALIDATION_DAYS, "hidden": HIDDEN,
              "head_hidden": HEAD_HIDDEN, "epochs": EPOCHS, "samples": SAMPLES_PER_EPOCH,
              "format": FORMAT_VERSION, "features": FEATURES, "next_step": nextstep.FEATURES,
-             "next_step_levels": nextstep.LEVELS, "next_step_log_offset": nextstep.LOG_OFFSET}
+             "next_steps": [dataclasses.asdict(c) for c in nextstep.DEFAULT_CONFIGS]}
     for name in ("vms.csv", "usage.csv.gz"):
         stat = (trace_dir / name).stat()
         parts[name] = [stat.st_size, int(stat.st_mtime)]

@@ -451,26 +451,27 @@ def test_the_learned_next_step_serves_from_the_checkpoint_and_can_be_turned_off(
     ts = T - 10 * DAY + np.arange(10 * DAY_STEPS) * STEP
     training = [Series(f"h/{uuid}/cpu_cores", "cpu_cores", np.array([daily(uuid, t)[0] for t in ts]), ts[0], 4.0,
                        len(ts)) for uuid in ("u-web1", "u-web2", "u-db1")]
-    model.next_step = NextStepTail.fit(training, NextStepConfig(trees=10, min_exceedances=5))
-    assert model.next_step is not None
+    tail = NextStepTail.fit(training, NextStepConfig(trees=10, min_exceedances=5))
+    assert tail is not None
+    model.next_steps = (tail,)
     ModelRegistry(tmp_path / "models").promote_if_better(model, scores(1.0), None)
 
     def first_forecast(**config) -> np.ndarray:
         svc = service(store, tmp_path, **config)  # loads the checkpoint, the learned tail with it
-        assert svc.model.next_step is not None
+        assert [t.metric for t in svc.model.next_steps] == ["cpu_cores"]
         svc.forecast_once(T)
         (record,) = store.forecasts("h1", "u-web1", "cpu_cores", 0, T + DAY)
         served = levels_of("cpu_cores")
         if svc.config.next_step_tail:  # the learned levels join the forecast's
-            served = model.next_step.levels_with(served)
+            served = tail.levels_with(served)
         assert record.quantiles == served
         learned = svc.metrics.registry.get_sample_value("presculpt_forecast_series", {"kind": "next_step"})
         assert learned == (3 if svc.config.next_step_tail else 0)  # the three VMs' CPU, not their memory
         return np.array(record.values)
 
     learned, empirical = first_forecast(), first_forecast(next_step_tail=False)
-    levels = model.next_step.levels_with(levels_of("cpu_cores"))
-    upper = [levels.index(q) for q in model.next_step.levels]
+    levels = tail.levels_with(levels_of("cpu_cores"))
+    upper = [levels.index(q) for q in tail.levels]
     assert not np.allclose(learned[0, upper], at_levels(empirical[0], levels_of("cpu_cores"), levels)[upper])
     # ... the later steps keep the empirical tail (read at the added levels)
     assert np.array_equal(learned[1:], at_levels(empirical[1:], levels_of("cpu_cores"), levels))

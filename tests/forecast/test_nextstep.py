@@ -3,15 +3,19 @@ persistence, and refining only what it learned."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from presculpt.coordinator.forecast.base import DAY_STEPS, QuantileForecast, SeriesHistory, at_levels
 from presculpt.coordinator.forecast.evaluate import Series
+from presculpt.coordinator.forecast.tail import TailConfig, tail_ceiling
 from presculpt.coordinator.forecast.nextstep import (
     FEATURES,
     HISTORY_STEPS,
     LOG_OFFSET,
+    MEMORY,
     NextStepConfig,
     NextStepTail,
     features,
@@ -144,3 +148,34 @@ def test_refine_learns_the_first_step_of_sized_cpu_forecasts_only(trained):
     learned = [levels_out.index(q) for q in model.levels]
     assert np.allclose(refined[0, learned], np.maximum.accumulate(np.maximum(np.minimum(expected, SIZE), flat[0, 1])))
     assert np.all(np.diff(refined[0]) >= 0)
+
+
+def test_memory_learns_on_memory_and_replaces_the_upper_levels_of_every_step():
+    memory_config = replace(MEMORY, trees=30, min_exceedances=5)
+    mib = 1024.0
+    data = [Series(s.key.replace("cpu_cores", "memory_mib"), "memory_mib", s.values / SIZE * mib, 0.0, mib,
+                   s.train_end) for s in series(6)]
+    model = NextStepTail.fit(data, memory_config)
+    assert model is not None and model.metric == "memory_mib" and model.steps == 0 and model.log_offset is None
+    assert NextStepTail.fit(series(6), memory_config) is None  # CPU series only: nothing of memory to learn
+    levels = (0.1, 0.5, 0.9, 0.99, 0.999)
+    values = data[0].values[:3 * DAY_STEPS]
+    flat = np.tile(np.linspace(100.0, 900.0, len(levels)), (4, 1))
+    given = [QuantileForecast("h/vm/memory_mib", "memory_mib", 0.0, 300.0, levels, flat.copy(), "m"),
+             QuantileForecast("h/vm/cpu_cores", "cpu_cores", 0.0, 300.0, levels, flat.copy(), "m")]
+    histories = [SeriesHistory("h/vm/memory_mib", "memory_mib", 3 * DAY_STEPS * 300.0, values, mib),
+                 SeriesHistory("h/vm/cpu_cores", "cpu_cores", 3 * DAY_STEPS * 300.0, values, SIZE)]
+    out = model.refine(histories, given)
+    assert out[1] is given[1]  # CPU is not memory's
+    refined, levels_out = out[0].values, out[0].quantiles
+    learned = [levels_out.index(q) for q in model.levels]
+    expected = np.minimum(model.predict(next_features(values, mib, histories[0].origin)[None])[0] * mib,
+                          tail_ceiling(values, mib, TailConfig()))
+    for step in range(len(flat)):  # the next step's learned tail at every step of the horizon
+        assert np.allclose(refined[step, learned], np.maximum.accumulate(np.maximum(expected, flat[step, 1])))
+        assert np.array_equal(refined[step, :2], flat[step, :2])
+    # A saved memory tail comes back as memory's; a checkpoint before memory was learned is CPU's first step.
+    again = NextStepTail.from_dict(model.to_dict())
+    assert (again.metric, again.steps) == ("memory_mib", 0)
+    older = {k: v for k, v in model.to_dict().items() if k not in ("metric", "steps")}
+    assert (NextStepTail.from_dict(older).metric, NextStepTail.from_dict(older).steps) == ("cpu_cores", 1)

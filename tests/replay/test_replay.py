@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from presculpt.cli import main
 from presculpt.coordinator.forecast.lstm.module import ModelConfig
 from presculpt.coordinator.forecast.lstm.training import TrainConfig
 from presculpt.coordinator.replay import baselines
-from presculpt.coordinator.forecast.nextstep import NextStepConfig, next_features
+from presculpt.coordinator.forecast.nextstep import MEMORY, NextStepConfig, next_features
 from presculpt.coordinator.forecast.tail import TailConfig, tail_ceiling
 from presculpt.coordinator.replay.forecasts import CausalForecasts, ReplayForecastConfig
 from presculpt.coordinator.replay.run import POLICIES, parse_policies, run_replay
@@ -199,12 +200,14 @@ def test_replay_forecasts_take_the_learned_next_step_as_the_coordinator_serves_i
     config = ReplayForecastConfig(
         retrain_days=10.0, validation_days=1.0, train=TrainConfig(epochs=1, samples_per_epoch=2000, threads=1),
         model=ModelConfig(hidden=8, head_hidden=16),
-        next_step=NextStepConfig(trees=20, min_exceedances=5))  # the slice's 6 VMs are too few by default
+        # the slice's 6 VMs are too few by default
+        next_steps=(NextStepConfig(trees=20, min_exceedances=5), replace(MEMORY, trees=20, min_exceedances=5)))
     forecasts = CausalForecasts(trace, config)
     start = 7 * DAY_STEPS
-    block = forecasts.block(start, start + 12)["cpu_cores"]
-    tail = forecasts.model.next_step
-    assert tail is not None
+    blocks = forecasts.block(start, start + 12)
+    block = blocks["cpu_cores"]
+    tail, memory_tail = forecasts.model.next_steps
+    assert (tail.metric, memory_tail.metric) == ("cpu_cores", "memory_mib")
     levels = forecasts.levels("cpu_cores")
     learned_levels = [j for j, q in enumerate(levels) if q in tail.levels]
     checked = 0
@@ -221,3 +224,14 @@ def test_replay_forecasts_take_the_learned_next_step_as_the_coordinator_serves_i
             assert np.allclose(first[learned_levels], expected, rtol=1e-4, atol=1e-6), (trace.vm_ids[i], k)
             checked += 1
     assert checked == 2 * len(trace.vm_ids)
+    # Memory's learned levels at every step of the horizon: the next step's, raised only where a
+    # later step's body (the network's levels below them) is higher.
+    memory_levels = [j for j, q in enumerate(forecasts.levels("memory_mib")) if q in memory_tail.levels]
+    known = ~np.isnan(blocks["memory_mib"][:, :, 0, 0])
+    assert known.any()
+    values = blocks["memory_mib"][known].astype(np.float64)  # (forecasts, horizon, levels)
+    learned, body_top = values[:, 0, memory_levels], values[:, :, memory_levels[0] - 1]
+    clean = body_top[:, 0] < learned[:, 0]  # the first step's learned levels are the model's own
+    expected = np.maximum(learned[:, None, :], body_top[:, :, None])
+    assert clean.mean() > 0.5
+    assert np.allclose(values[clean][:, :, memory_levels], expected[clean], rtol=1e-5)

@@ -50,11 +50,11 @@ class LstmForecaster:
 
     def __init__(self, model: QuantileLSTM, calibration: np.ndarray, metadata: dict[str, Any] | None = None,
                  name: str = "lstm", threads: int = 2, calibration_edges: np.ndarray | None = None,
-                 next_step: NextStepTail | None = None):
+                 next_steps: Sequence[NextStepTail] = ()):
         self.model = model.eval()
-        # The learned upper tail of CPU's next step, trained with the network (None: not trained,
-        # too little CPU history with a known size).
-        self.next_step = next_step
+        # The learned upper tails of the next step (CPU, memory), trained with the network; a
+        # metric without one had too little history with a known size.
+        self.next_steps = tuple(next_steps)
         # Conformal shifts in units of the scale: (metrics, scale groups, horizon, quantiles), and
         # the scale edges between the groups (metrics, groups - 1); one group when no edges.
         calibration = np.asarray(calibration, dtype=np.float64)
@@ -150,7 +150,7 @@ class LstmForecaster:
             "calibration_edges": self.calibration_edges,
             "metadata": self.metadata,
             "name": self.name,
-            "next_step": self.next_step.to_dict() if self.next_step is not None else None,
+            "next_steps": [tail.to_dict() for tail in self.next_steps],
         }, tmp)
         tmp.replace(path)
 
@@ -166,7 +166,7 @@ class LstmForecaster:
         config["quantiles"] = tuple(config["quantiles"])
         model = QuantileLSTM(ModelConfig(**config))
         model.load_state_dict(data["state_dict"])
-        next_step = data.get("next_step")
+        # Checkpoints before memory was learned hold CPU's alone, as "next_step".
+        tails = data.get("next_steps") or ([data["next_step"]] if data.get("next_step") else [])
         return cls(model, data["calibration"], data["metadata"], data.get("name", "lstm"),
-                   calibration_edges=data["calibration_edges"],
-                   next_step=NextStepTail.from_dict(next_step) if next_step else None)
+                   calibration_edges=data["calibration_edges"], next_steps=[NextStepTail.from_dict(t) for t in tails])
