@@ -179,3 +179,28 @@ def test_memory_learns_on_memory_and_replaces_the_upper_levels_of_every_step():
     assert (again.metric, again.steps) == ("memory_mib", 0)
     older = {k: v for k, v in model.to_dict().items() if k not in ("metric", "steps")}
     assert (NextStepTail.from_dict(older).metric, NextStepTail.from_dict(older).steps) == ("cpu_cores", 1)
+
+
+def test_a_checkpoint_keeps_its_tails_and_one_from_before_memory_loads_as_cpus(trained, tmp_path):
+    import torch
+
+    from presculpt.coordinator.forecast.lstm.module import ModelConfig, QuantileLSTM
+    from presculpt.coordinator.forecast.lstm.predictor import LstmForecaster
+
+    model, data = trained
+    config = ModelConfig(hidden=8, head_hidden=16)
+    network = QuantileLSTM(config)
+    calibration = np.zeros((config.n_metrics, config.horizon, len(config.quantiles)))
+    path = tmp_path / "model.pt"
+    LstmForecaster(network, calibration, next_steps=[model]).save(path)
+    x = features(data[0].values, SIZE, 0.0, np.arange(DAY_STEPS, DAY_STEPS + 50))
+    (again,) = LstmForecaster.load(path).next_steps
+    assert (again.metric, again.steps) == ("cpu_cores", 1) and np.array_equal(again.predict(x), model.predict(x))
+    # A checkpoint of the version before: CPU's tail alone, under "next_step".
+    older = torch.load(path, weights_only=False)
+    older["next_step"] = {k: v for k, v in older.pop("next_steps")[0].items() if k not in ("metric", "steps")}
+    torch.save(older, path)
+    (legacy,) = LstmForecaster.load(path).next_steps
+    assert (legacy.metric, legacy.steps) == ("cpu_cores", 1) and np.array_equal(legacy.predict(x), model.predict(x))
+    LstmForecaster(network, calibration).save(path)
+    assert LstmForecaster.load(path).next_steps == ()
