@@ -199,7 +199,7 @@ def _default_tiers() -> dict[str, TierSettings]:
                              memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
         "silver": TierSettings(priority=2, margin=0.0, violation_cost=30.0, min_level=0.95, lead_steps=0,
                                hold_steps=1, shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
-                               cooldown_steps=1, memory_quantile=0.9995, memory_margin=0.30),
+                               cooldown_steps=1, memory_quantile=0.9995, memory_margin=0.30, memory_peak_factor=1.0),
         "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
                                memory_margin=0.05, memory_pacing=PacingSettings(hold_steps=2, shrink_window_steps=2)),
     }

@@ -136,10 +136,11 @@ DEFAULT_TIERS: dict[str, TierPolicy] = {
                        memory_pacing=Pacing(hold_steps=6, shrink_window_steps=6)),
     # Measured on the Bitbrains trace (`presculpt replay`): CPU at the cost-optimal level of each step,
     # followed closely (a violated step costs 30 vCPU-steps, never below p95, a dead band of 8%); memory at
-    # p99.95 + 30% of its learned upper tail, paced slowly.
+    # p99.95 + 30% of its learned upper tail and never below its 24-hour peak, paced slowly.
     "silver": TierPolicy("silver", priority=2, margin=0.0, violation_cost=30.0, min_level=0.95, lead_steps=0,
                          hold_steps=1, shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
-                         cooldown_steps=1, memory_quantile=0.9995, memory_margin=0.30, memory_pacing=Pacing()),
+                         cooldown_steps=1, memory_quantile=0.9995, memory_margin=0.30, memory_peak_factor=1.0,
+                         memory_pacing=Pacing()),
     "bronze": TierPolicy("bronze", priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2,
                          memory_quantile=0.99, memory_margin=0.05,
                          memory_pacing=Pacing(hold_steps=2, shrink_window_steps=2)),
