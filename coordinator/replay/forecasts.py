@@ -46,6 +46,11 @@ class ReplayForecastConfig:
     tail: TailConfig | None = field(default_factory=TailConfig)  # None: the model's own upper quantiles
     next_steps: tuple[nextstep.NextStepConfig, ...] = nextstep.DEFAULT_CONFIGS  # the learned next steps (): none
 
+    def __post_init__(self) -> None:
+        metrics = [learned.metric for learned in self.next_steps]
+        if len(set(metrics)) != len(metrics):  # a block's levels and values come from one tail per metric
+            raise ValueError(f"one learned next step per metric, got {', '.join(metrics)}")
+
 
 class CausalForecasts:
     """Quantile forecasts of every VM's CPU and memory for any block of steps of a replay."""
@@ -159,10 +164,9 @@ class CausalForecasts:
         given = self._tail_levels(metric)
         levels = self.levels(metric)
         out = at_levels(block, given, levels).astype(np.float32)
-        tails = [t for t in self.model.next_steps if t.metric == metric] if self.model is not None else []
-        if not tails:
+        tail = next((t for t in self.model.next_steps if t.metric == metric), None) if self.model is not None else None
+        if tail is None:
             return out
-        tail = tails[0]
         for i, s in self._series:
             if s.metric != metric or not s.capacity:
                 continue

@@ -235,3 +235,8 @@ def test_replay_forecasts_take_the_learned_next_step_as_the_coordinator_serves_i
     expected = np.maximum(learned[:, None, :], body_top[:, :, None])
     assert clean.mean() > 0.5
     assert np.allclose(values[clean][:, :, memory_levels], expected[clean], rtol=1e-5)
+
+
+def test_a_replay_takes_one_learned_next_step_per_metric() -> None:
+    with pytest.raises(ValueError, match="one learned next step per metric, got cpu_cores, memory_mib, cpu_cores"):
+        ReplayForecastConfig(next_steps=(NextStepConfig(), MEMORY, NextStepConfig(trees=20)))
