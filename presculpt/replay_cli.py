@@ -32,7 +32,9 @@ def add_replay_command(sub: argparse._SubParsersAction) -> None:
                     "the warm-up and retrains it on schedule, so it takes minutes; progress goes to stderr.")
     p.add_argument("--trace", required=True, metavar="DIR", help="a trace directory (vms.csv and usage.csv.gz)")
     p.add_argument("--policy", default="all", metavar="NAMES",
-                   help="comma-separated: presculpt, static, reactive, vpa, autopilot; or all (default)")
+                   help="comma-separated: presculpt, static, reactive, vpa, autopilot; or all (default). "
+                        "hindsight-DURATION (30m, 12h) adds a bound that sees DURATION ahead: not a "
+                        "policy, never in all")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="also draw demand against each policy's allocation")
     p.add_argument("--model", metavar="CHECKPOINT",
@@ -81,6 +83,8 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def report(result: dict[str, Any]) -> str:
+    from presculpt.coordinator.replay.run import hindsight_steps
+
     lines = [f"{result['trace']}: {result['vms']} VMs, {result['days']:.1f} days, scored after "
              f"{result['warmup_days']:g} days of warm-up"]
     for metric, title in (("cpu", "CPU (cores)"), ("memory", "memory (MiB)")):
@@ -88,11 +92,15 @@ def report(result: dict[str, Any]) -> str:
         if not rows:
             continue
         lines += ["", title]
-        header = ["POLICY".ljust(10)] + [h.rjust(14) for _, h, _ in COLUMNS]
+        width = max(10, *map(len, rows))
+        header = ["POLICY".ljust(width)] + [h.rjust(14) for _, h, _ in COLUMNS]
         lines.append(" ".join(header))
         for name, s in rows.items():
-            lines.append(" ".join([name.ljust(10)] + [fmt.format(s[k]).rjust(14) for k, _, fmt in COLUMNS]))
+            lines.append(" ".join([name.ljust(width)] + [fmt.format(s[k]).rjust(14) for k, _, fmt in COLUMNS]))
     lines.append("")
+    if any(hindsight_steps(n) for n in result["policies"]):
+        lines.append("hindsight-*: each step gets the peak demand of the window ahead of it (it reads the "
+                     "future): a bound, not a policy")
     lines.append(f"CPU demand above the VM's maximum (no policy can serve it): "
                  f"{result['cpu_demand_above_maximum']:.2%} of scored steps")
     if "presculpt" in result:

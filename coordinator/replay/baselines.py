@@ -11,11 +11,19 @@ every VM starts at its maximum. Allocations are clamped to [floor, maximum] by t
   load-weighted histogram (each sample weighted by its value) whose weights halve every 12 h, plus
   10%. Memory: the peak of the last 24 h plus 10%.
 
+Not a policy but a bound, never part of ``all``: ``hindsight`` (``hindsight-30m``, ``hindsight-12h``)
+sees the future. Each step gets the most demand of that step and the ones after it in the window, so
+it never violates (beyond a VM's maximum) and it resizes only when the window's peak moves. It
+measures how far a causal policy is from one that knows the next minutes or hours: on the Bitbrains
+trace 30 minutes of hindsight leave 19.6% CPU slack and 12 hours 69% memory slack.
+
 Histograms use VPA's exponential buckets (the first 0.01 cores or 10 MB wide, each 5% wider than the
 last); a percentile is the upper edge of the bucket where the cumulative weight reaches it.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -51,6 +59,18 @@ class DecayingHistograms:
         total = cumulative[:, -1]
         bucket = np.argmax(cumulative >= p * total[:, None] - 1e-12 * total[:, None], axis=1)
         return np.where(total > 0, self.edges[bucket], np.nan)
+
+
+def hindsight(demand: np.ndarray, steps: int) -> np.ndarray:
+    """``[i, t]``: the peak of ``demand[i, t:t + steps]`` (it reads the future: a bound, not a policy);
+    NaN where ``demand[i, t]`` is."""
+    n, length = demand.shape
+    padded = np.concatenate([demand, np.full((n, steps - 1), np.nan)], axis=1)
+    view = np.lib.stride_tricks.sliding_window_view(padded, steps, axis=1)[:, :length]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (after a VM's last sample)
+        peak = np.nanmax(view, axis=2)
+    return np.where(np.isnan(demand), np.nan, peak)
 
 
 def static(demand: np.ndarray, maximum: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ of :mod:`presculpt.coordinator.replay.score` as fractions.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,18 +33,33 @@ from presculpt.errors import UserError
 log = logging.getLogger(__name__)
 
 POLICIES = ("presculpt", "static", "reactive", "vpa", "autopilot")
+# hindsight-DURATION: the bound that sees DURATION ahead (baselines.hindsight); named, never in ``all``
+HINDSIGHT = re.compile(r"hindsight-(\d+)([mh])")
 
 
 def parse_policies(text: str) -> list[str]:
-    """``all`` or a comma-separated list of policy names."""
+    """``all`` or a comma-separated list of policy names (and hindsight bounds)."""
     if text.strip() == "all":
         return list(POLICIES)
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in POLICIES]
+    unknown = [n for n in names if n not in POLICIES and not HINDSIGHT.fullmatch(n)]
     if unknown or not names:
         raise UserError(f"unknown policy {unknown[0] if unknown else text!r}: choose from "
-                        f"{', '.join(POLICIES)} or all")
+                        f"{', '.join(POLICIES)} or all (or a bound such as hindsight-30m)")
+    for name in names:
+        hindsight_steps(name)  # checks the window
     return list(dict.fromkeys(names))
+
+
+def hindsight_steps(name: str) -> int | None:
+    """The steps a ``hindsight-DURATION`` bound sees (None for a policy)."""
+    match = HINDSIGHT.fullmatch(name)
+    if match is None:
+        return None
+    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 3600)
+    if seconds < STEP_S or seconds % STEP_S:
+        raise UserError(f"{name}: the window must be a whole number of {STEP_S // 60}-minute steps, at least one")
+    return seconds // STEP_S
 
 
 def baseline_allocations(name: str, trace: ReplayTrace) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +74,9 @@ def baseline_allocations(name: str, trace: ReplayTrace) -> tuple[np.ndarray, np.
         return baselines.vpa_cpu(trace.cpu, trace.max_vcpus), baselines.vpa_memory(trace.memory, mem_max, trace.first)
     if name == "autopilot":
         return baselines.autopilot_cpu(trace.cpu, trace.max_vcpus), baselines.autopilot_memory(trace.memory, mem_max)
+    steps = hindsight_steps(name)
+    if steps is not None:
+        return baselines.hindsight(trace.cpu, steps), baselines.hindsight(trace.memory, steps)
     raise UserError(f"unknown policy {name!r}")
 
 

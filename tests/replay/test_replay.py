@@ -102,6 +102,23 @@ def test_policy_names_are_checked() -> None:
     assert parse_policies("vpa, static") == ["vpa", "static"]
     with pytest.raises(UserError, match="unknown policy 'hpa'"):
         parse_policies("static,hpa")
+    assert parse_policies("vpa,hindsight-30m,hindsight-12h") == ["vpa", "hindsight-30m", "hindsight-12h"]
+    assert "hindsight-30m" not in parse_policies("all")  # a bound, not a policy
+    for bad in ("hindsight-7m", "hindsight-0h"):
+        with pytest.raises(UserError, match="whole number of 5-minute steps"):
+            parse_policies(bad)
+
+
+def test_hindsight_takes_the_peak_of_the_window_ahead() -> None:
+    demand = np.array([[1.0, 3.0, 2.0, np.nan, 5.0, 1.0, np.nan]])
+    np.testing.assert_array_equal(baselines.hindsight(demand, 1), demand)
+    np.testing.assert_array_equal(baselines.hindsight(demand, 2), [[3.0, 3.0, 2.0, np.nan, 5.0, 1.0, np.nan]])
+    np.testing.assert_array_equal(baselines.hindsight(demand, 3), [[3.0, 3.0, 5.0, np.nan, 5.0, 1.0, np.nan]])
+    rng = np.random.default_rng(5)
+    noisy = rng.gamma(0.5, 2.0, (4, 500))
+    wide = baselines.hindsight(noisy, 12)
+    assert np.all(wide >= noisy)  # never short of demand
+    assert np.all(baselines.hindsight(noisy, 36) >= wide)  # a longer window holds more
 
 
 # -- a slice of the real trace --------------------------------------------------------------------
@@ -174,11 +191,16 @@ def test_loaded_slice_has_the_warmup_unscored(trace_slice: Path) -> None:
 
 def test_replay_command_prints_the_table_and_writes_json(trace_slice: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "replay.json"
-    assert main(["replay", "--trace", str(trace_slice), "--policy", "static,autopilot", "--json", str(out)]) == 0
+    assert main(["replay", "--trace", str(trace_slice), "--policy", "static,autopilot,hindsight-1h",
+                 "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "autopilot" in printed and "SLACK" in printed
+    assert "autopilot" in printed and "SLACK" in printed and "a bound, not a policy" in printed
     data = json.loads(out.read_text())
-    assert set(data["policies"]) == {"static", "autopilot"}
+    assert set(data["policies"]) == {"static", "autopilot", "hindsight-1h"}
+    bound = data["policies"]["hindsight-1h"]
+    assert bound["memory"]["violation"] == 0.0  # it sees the peak coming; CPU only misses above the maximum
+    assert bound["cpu"]["violation"] == pytest.approx(data["cpu_demand_above_maximum"])
+    assert bound["cpu"]["slack"] < data["policies"]["autopilot"]["cpu"]["slack"]
     assert set(data["policies"]["autopilot"]["cpu"]) >= {"violation", "unmet", "slack", "resizes_per_vm_day"}
 
 
