@@ -14,7 +14,7 @@ from presculpt import config
 from presculpt.tls import TlsConfig
 
 if TYPE_CHECKING:  # the planner's types; imported when converted (numpy only)
-    from presculpt.coordinator.planner.model import PlannerConfig
+    from presculpt.coordinator.planner.model import PlannerConfig, TierPolicy
 
 Synchronous = Literal["FULL", "NORMAL"]
 PlannerMode = Literal["observe", "enforce"]
@@ -193,16 +193,20 @@ class QuotaSettings:
 
 
 def _default_tiers() -> dict[str, TierSettings]:
-    return {
-        "gold": TierSettings(priority=3, quantile=0.995, margin=0.10, hold_steps=6, shrink_window_steps=6,
-                             memory_quantile=0.9999, memory_peak_factor=1.5,
-                             memory_pacing=PacingSettings(hold_steps=6, shrink_window_steps=6)),
-        "silver": TierSettings(priority=2, margin=0.0, violation_cost=30.0, min_level=0.95, lead_steps=0,
-                               hold_steps=1, shrink_window_steps=1, deadband=0.08, max_step_down=1.0, grow_headroom=0.0,
-                               cooldown_steps=1, memory_quantile=0.9995, memory_margin=0.30, memory_peak_factor=1.0),
-        "bronze": TierSettings(priority=1, quantile=0.95, hold_steps=2, shrink_window_steps=2, memory_quantile=0.99,
-                               memory_margin=0.05, memory_pacing=PacingSettings(hold_steps=2, shrink_window_steps=2)),
-    }
+    """The planner's default tiers (``DEFAULT_TIERS``, where they are measured) as settings."""
+    from presculpt.coordinator.planner.model import DEFAULT_TIERS
+
+    return {name: tier_settings(policy) for name, policy in DEFAULT_TIERS.items()}
+
+
+def tier_settings(policy: TierPolicy) -> TierSettings:
+    """A planner tier as ``[planner.tiers.NAME]`` writes it: what the planner leaves unset (None) is 0,
+    memory's pacing its own (the planner's None, memory paced as CPU, as CPU's keys)."""
+    values = dataclasses.asdict(policy)
+    pacing = values.pop("memory_pacing") or {f.name: values[f.name] for f in dataclasses.fields(PacingSettings)}
+    keys = {f.name for f in dataclasses.fields(TierSettings)}
+    return TierSettings(**{k: 0.0 if v is None else v for k, v in values.items() if k in keys},
+                        memory_pacing=PacingSettings(**pacing))
 
 
 @dataclass(frozen=True)
