@@ -227,7 +227,7 @@ class PlannerSettings:
     idle_fraction: float = 0.05
     price_vcpu_hour: float = 0.04
     price_gib_hour: float = 0.005
-    resize_cost: float = 0.002
+    resize_cost: float = 0.006
     veto_threshold: float = 0.0
     benefit_hours: float = 4.0  # how long a change is expected to last, to price what it adds or frees
     cpu_overcommit: float = 4.0  # allocated cores on a host may reach cpus * this

@@ -11,7 +11,7 @@ same time a day and a week ago, the time of day, the size) and gives the next st
 On the Bitbrains trace (``presculpt replay``, README) CPU slack at 2.55% violation fell from about
 41% with the empirical tail alone (42.1% at 2.54%, 40.3% at 2.56%) to 39.3% with the tail's four
 levels learned; the eight levels learned now, with cost-optimal sizing that reads between them,
-leave 32.2% at 2.57%.
+leave 32.2% at 2.57% (30.4% at 2.59% once the cost model reads the next step too).
 
 For CPU only the first forecast step changes: it is the step the planner acts on at once; later
 steps keep the empirical tail. Memory (:data:`MEMORY`, the same features of memory in units of the

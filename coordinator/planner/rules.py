@@ -104,9 +104,18 @@ def shortfall_avoided(forecast: Forecast, before: float, after: float) -> float:
 def violations_avoided(forecast: Forecast, before: float, after: float, ceiling: float) -> float:
     """Expected violated steps over the horizon that moving the allocation from ``before`` to
     ``after`` avoids (negative: adds), counting only demand up to ``ceiling`` (above it a step is
-    violated whatever the allocation)."""
+    violated whatever the allocation), each step at the next step's probability.
+
+    Cost-optimal sizing picks the allocation from the next step's forecast and is asked again at
+    every step, so a change is priced from the same view: what later steps bring, the next
+    decisions see sooner and sharper than the forecast's wider later steps do today. (Bitbrains
+    replay, silver: 30.4% CPU slack at 2.588% violation and 19.3 resizes per VM-day, a violated
+    step at 31 vCPU-steps and a resize at 0.006; with each step's own probability 32.2% at 2.57%
+    and 16.3 at 30 and 0.002, and at those prices on cached forecasts 30.1% at 2.59% but 26.2
+    resizes with the next step's.)"""
     lo, hi = min(before, ceiling), min(after, ceiling)
-    return float((exceedance(forecast, lo) - exceedance(forecast, hi)).sum())
+    first = Forecast(forecast.quantiles, forecast.values[:1])
+    return float(exceedance(first, lo)[0] - exceedance(first, hi)[0]) * forecast.horizon
 
 
 def _shortfall(grid: np.ndarray, allocation: float) -> float:

@@ -193,6 +193,14 @@ def test_violations_avoided_counts_only_demand_up_to_the_ceiling():
     assert violations_avoided(BURSTY, 8.0, 2.0, 8.0) == pytest.approx(-12 * 0.009)  # a shrink adds them
 
 
+def test_violations_avoided_reads_the_next_step_over_the_horizon():
+    # Sizing reads the next step; later steps' wider tails (here every step after the first is 4x
+    # as wide) do not price the change: the next decisions see them.
+    widening = Forecast(BURSTY.quantiles, np.vstack([BURSTY.values[:1], np.tile([1.0, 6.0, 8.0, 32.0], (11, 1))]))
+    assert violations_avoided(widening, 2.0, 8.0, 8.0) == pytest.approx(violations_avoided(BURSTY, 2.0, 8.0, 8.0))
+    assert violations_avoided(widening, 2.0, 8.0, 8.0) == pytest.approx(12 * 0.009)
+
+
 @pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 4.0], [0.2, 0.3, 0.9, 2.5], [5.0, 5.0, 5.5, 5.6]])
 def test_levels_added_to_a_forecast_read_as_the_planner_reads_between_its_quantiles(values):
     # The forecaster adds levels to forecasts (the learned next step's): where it adds them must
