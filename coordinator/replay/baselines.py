@@ -23,11 +23,9 @@ last); a percentile is the upper edge of the bucket where the cumulative weight 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from presculpt.coordinator.replay.trace import DAY_STEPS, trailing_peak
+from presculpt.coordinator.replay.trace import DAY_STEPS, peak_ahead, trailing_peak
 
 BUCKET_RATIO = 1.05
 CPU_FIRST_BUCKET = 0.01  # cores
@@ -64,13 +62,7 @@ class DecayingHistograms:
 def hindsight(demand: np.ndarray, steps: int) -> np.ndarray:
     """``[i, t]``: the peak of ``demand[i, t:t + steps]`` (it reads the future: a bound, not a policy);
     NaN where ``demand[i, t]`` is."""
-    n, length = demand.shape
-    padded = np.concatenate([demand, np.full((n, steps - 1), np.nan)], axis=1)
-    view = np.lib.stride_tricks.sliding_window_view(padded, steps, axis=1)[:, :length]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (after a VM's last sample)
-        peak = np.nanmax(view, axis=2)
-    return np.where(np.isnan(demand), np.nan, peak)
+    return np.where(np.isnan(demand), np.nan, peak_ahead(demand, steps))
 
 
 def static(demand: np.ndarray, maximum: np.ndarray) -> np.ndarray:

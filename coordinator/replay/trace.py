@@ -59,11 +59,21 @@ class ReplayTrace:
 
 def trailing_peak(values: np.ndarray, window: int) -> np.ndarray:
     """``[i, t]``: the peak of ``values[i, t - window:t]`` (NaN where all of it is unknown)."""
+    return _window_peak(values, window, ahead=False)
+
+
+def peak_ahead(values: np.ndarray, window: int) -> np.ndarray:
+    """``[i, t]``: the peak of ``values[i, t:t + window]`` (it reads the future: for bounds only)."""
+    return _window_peak(values, window, ahead=True)
+
+
+def _window_peak(values: np.ndarray, window: int, ahead: bool) -> np.ndarray:
     n, steps = values.shape
-    padded = np.concatenate([np.full((n, window), np.nan), values], axis=1)
+    pad = np.full((n, window - 1 if ahead else window), np.nan)
+    padded = np.concatenate([values, pad] if ahead else [pad, values], axis=1)
     view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1)[:, :steps]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (before the VM's first sample)
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (outside the VM's samples)
         return np.nanmax(view, axis=2)
 
 
