@@ -19,8 +19,10 @@ VM's memory) replaces its upper levels at every step of the horizon: the planner
 for the most of its next steps, and the empirical tail of later steps, a week's worst jumps scaled
 to the recent peak, is far wider than the learned next step (Bitbrains replay: memory slack 81.5%
 at 0.042% violation with the empirical tail and 1.2x the 24-hour peak as a floor; 80.8% at 0.026%
-with the learned levels and the peak itself as the floor, 78.7% at 0.035% with no floor). :func:`features` computes the inputs of every origin of one series from the
-values before it, the same way for training, for a replay and for serving.
+with the learned levels and the peak itself as the floor, 78.7% at 0.035% with no floor).
+
+:func:`features` computes the inputs of every origin of one series from the values before it, the
+same way for training, for a replay and for serving.
 """
 
 from __future__ import annotations
