@@ -214,12 +214,8 @@ def veto(w: _Work, config: PlannerConfig) -> None:
 def action_for(w: _Work, config: PlannerConfig) -> Action | None:
     """The action for a VM whose target differs from what it has (or a vetoed one, for the record)."""
     vm, cur = w.vm, w.vm.current
-    cpu, memory = w.wanted if w.vetoed else (w.cpu_target, w.memory_target)
-    # Quantise down (a thousandth of a core, whole MiB): what the passes fitted stays fitted.
-    cores = math.floor(min(max(cpu, 0.0), float(vm.max_vcpus)) * 1000 + 1e-6) / 1000
-    mem = float(math.floor(min(memory, vm.max_memory_mib) + 1e-6))
-    target = Allocation(vcpus_for(cores, vm.max_vcpus), cores, mem)
-    if abs(target.cpu_cores - cur.cpu_cores) < 0.001 and abs(target.memory_mib - cur.memory_mib) < 1:
+    target = _allocation(vm, *(w.wanted if w.vetoed else (w.cpu_target, w.memory_target)))
+    if not _differs(target, cur):
         return None
     delta = (target.cpu_cores - cur.cpu_cores) * config.cost.price_vcpu_hour + \
         (target.memory_mib - cur.memory_mib) / 1024 * config.cost.price_gib_hour
@@ -321,10 +317,21 @@ def _grows(w: _Work) -> bool:
     return _grows_attr(w, "cpu") or _grows_attr(w, "memory")
 
 
+def _allocation(vm: VmSnapshot, cpu: float, memory: float) -> Allocation:
+    """Targets as an action carries them: within the VM's maximum, quantised down (a thousandth
+    of a core, whole MiB) so that what the passes fitted stays fitted."""
+    cores = math.floor(min(max(cpu, 0.0), float(vm.max_vcpus)) * 1000 + 1e-6) / 1000
+    mem = float(math.floor(min(memory, vm.max_memory_mib) + 1e-6))
+    return Allocation(vcpus_for(cores, vm.max_vcpus), cores, mem)
+
+
+def _differs(target: Allocation, current: Allocation) -> bool:
+    return abs(target.cpu_cores - current.cpu_cores) >= 0.001 or abs(target.memory_mib - current.memory_mib) >= 1
+
+
 def _changes(w: _Work) -> bool:
-    """Its targets differ from what it has (by more than an action rounds away)."""
-    cur = w.vm.current
-    return abs(w.cpu_target - cur.cpu_cores) >= 0.001 or abs(w.memory_target - cur.memory_mib) >= 1
+    """Its targets would make an action (they differ from what it has once quantised)."""
+    return _differs(_allocation(w.vm, w.cpu_target, w.memory_target), w.vm.current)
 
 
 def _floor_raise(w: _Work) -> bool:
