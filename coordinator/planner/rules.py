@@ -138,29 +138,13 @@ def provisioned(forecast: Forecast, tier: TierPolicy, ceiling: float) -> np.ndar
     held = np.minimum(grid, ceiling)
     # Demand above the ceiling is a violation whatever the allocation: only P(held < demand <=
     # ceiling) is at stake, = P(demand <= ceiling) - level (0 once the level reaches the ceiling).
-    within = _level_at(grid, ceiling)
+    # Usually the whole grid is below the ceiling, and P(demand <= ceiling) is 1 to within the
+    # grid's top level.
+    within = 1.0 if grid[:, -1].max() < ceiling else 1.0 - exceedance(forecast, ceiling)
     cost = held + tier.violation_cost * np.maximum(np.reshape(within, (-1, 1)) - _SIZING_LEVELS, 0.0)
     if tier.min_level is not None:
         cost[:, _SIZING_LEVELS < tier.min_level - 1e-9] = np.inf
     return held[np.arange(len(held)), cost.argmin(axis=1)] * (1 + tier.margin)
-
-
-def _level_at(grid: np.ndarray, value: float) -> np.ndarray | float:
-    """P(demand <= value) at every step from a grid of quantiles at _SIZING_LEVELS (linear between
-    them; the lowest level below the grid, 1 above it)."""
-    n = grid.shape[1]
-    if grid[:, -1].max() < value:  # the usual case: the whole grid is below the ceiling
-        return 1.0
-    below = np.count_nonzero(grid < value, axis=1)
-    inner = np.minimum(np.maximum(below, 1), n - 1)
-    rows = np.arange(len(grid))
-    lo, hi = grid[rows, inner - 1], grid[rows, inner]
-    span = hi - lo
-    frac = np.minimum(np.maximum(np.divide(value - lo, span, out=np.zeros_like(span), where=span > 0), 0.0), 1.0)
-    level = _SIZING_LEVELS[inner - 1] + frac * (_SIZING_LEVELS[inner] - _SIZING_LEVELS[inner - 1])
-    level[below == 0] = _SIZING_LEVELS[0]
-    level[below == n] = 1.0
-    return level
 
 
 def sizing_name(tier: TierPolicy) -> str:
