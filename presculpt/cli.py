@@ -28,6 +28,7 @@ USER_ERRORS = (HypervisorError, GuardRefused, ResizeFailed, ShadowPoolError)
 
 
 def build_parser() -> ArgumentParser:
+    from presculpt.bench_bounds import add_peak_bound_bench
     from presculpt.bench_forecast import add_forecast_bench
     from presculpt.bench_ingest import add_ingest_bench
     from presculpt.bench_resize import add_resize_bench
@@ -48,6 +49,7 @@ def build_parser() -> ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True, parser_class=ArgumentParser)
     add_forecast_bench(bench_sub)
     add_ingest_bench(bench_sub)
+    add_peak_bound_bench(bench_sub)
     add_resize_bench(bench_sub)
     add_demo_command(sub)
     add_certs_commands(sub)
