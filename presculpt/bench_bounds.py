@@ -59,30 +59,35 @@ def add_peak_bound_bench(bench_sub: argparse._SubParsersAction) -> None:
 def peak_bounds(trace_dir: str | Path, memory_budget: float = 0.0005, cpu_budget: float | str = "autopilot",
                 warmup_days: float = 7.0) -> dict[str, Any]:
     """Per metric: the budget, the best per-VM rules within it, the references and the frontier."""
-    from presculpt.coordinator.replay import frontier
     from presculpt.coordinator.replay.run import baseline_allocations
-    from presculpt.coordinator.replay.score import score
     from presculpt.coordinator.replay.trace import CPU_FLOOR_CORES, MEMORY_FLOOR_MIB, load_replay_trace
 
     trace = load_replay_trace(trace_dir, warmup_days=warmup_days)
     scored = trace.scored()
     if not scored.any():
         raise UserError(f"{trace_dir}: no VM has data after its first {warmup_days:g} days of warm-up to score")
-    rows = trace.has_memory()
     references = {name: baseline_allocations(name, trace) for name in REFERENCES}
-    metrics = [("cpu", "cores", trace.cpu, trace.max_vcpus, CPU_FLOOR_CORES, np.ones(len(rows), bool), cpu_budget, 0)]
-    if rows.any():
-        metrics.append(("memory", "MiB", trace.memory, trace.max_mem_mib, MEMORY_FLOOR_MIB, rows, memory_budget, 1))
     out: dict[str, Any] = {"trace": str(trace_dir), "vms": len(trace.vm_ids), "metrics": {}}
-    for metric, unit, demand, maximum, floor, keep, share, column in metrics:
-        d, mx, s = demand[keep], maximum[keep], scored[keep]
-        refs = {name: score(d, np.clip(alloc[column][keep], floor, mx[:, None]), s) for name, alloc in references.items()}
-        limit = refs["autopilot"]["violation"] if share == "autopilot" else float(share)
-        costs = frontier.rule_costs(d, mx, floor, s)
-        out["metrics"][metric] = {
-            "unit": unit, "budget": limit, "budget_from": "autopilot" if share == "autopilot" else "given",
-            "best": frontier.best_within(costs, limit), "references": refs, "frontier": frontier.frontier(costs)}
+    out["metrics"]["cpu"] = _metric_bound("cores", trace.cpu, trace.max_vcpus, CPU_FLOOR_CORES, scored,
+                                          {name: cpu for name, (cpu, _) in references.items()}, cpu_budget)
+    rows = trace.has_memory()
+    if rows.any():
+        out["metrics"]["memory"] = _metric_bound(
+            "MiB", trace.memory[rows], trace.max_mem_mib[rows], MEMORY_FLOOR_MIB, scored[rows],
+            {name: memory[rows] for name, (_, memory) in references.items()}, memory_budget)
     return out
+
+
+def _metric_bound(unit: str, demand: np.ndarray, maximum: np.ndarray, floor: float, scored: np.ndarray,
+                  references: dict[str, np.ndarray], share: float | str) -> dict[str, Any]:
+    from presculpt.coordinator.replay import frontier
+    from presculpt.coordinator.replay.score import score
+
+    refs = {name: score(demand, np.clip(alloc, floor, maximum[:, None]), scored) for name, alloc in references.items()}
+    limit = refs["autopilot"]["violation"] if share == "autopilot" else float(share)
+    costs = frontier.rule_costs(demand, maximum, floor, scored)
+    return {"unit": unit, "budget": limit, "budget_from": "autopilot" if share == "autopilot" else "given",
+            "best": frontier.best_within(costs, limit), "references": refs, "frontier": frontier.frontier(costs)}
 
 
 def report(result: dict[str, Any]) -> str:

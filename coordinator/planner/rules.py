@@ -109,7 +109,7 @@ def violations_avoided(forecast: Forecast, before: float, after: float, ceiling:
     Cost-optimal sizing picks the allocation from the next step's forecast and is asked again at
     every step, so a change is priced from the same view: what later steps bring, the next
     decisions see sooner and sharper than the forecast's wider later steps do today. (Bitbrains
-    replay, silver: 30.4% CPU slack at 2.588% violation and 19.3 resizes per VM-day, a violated
+    replay, silver: 30.4% CPU slack at 2.586% violation and 19.3 resizes per VM-day, a violated
     step at 31 vCPU-steps and a resize at 0.006; with each step's own probability 32.2% at 2.57%
     and 16.3 at 30 and 0.002, and at those prices on cached forecasts 30.1% at 2.59% but 26.2
     resizes with the next step's.)"""

@@ -1,15 +1,15 @@
 """The best trailing-peak rule for each VM, chosen with hindsight: a bound on rules of the kind
-today's memory recommenders use (vpa: daily peaks; autopilot: the 24-hour peak plus 10%).
+today's recommenders use for memory (vpa: daily peaks; autopilot: the 24-hour peak plus 10%),
+measured for CPU too.
 
 A rule allocates ``factor`` times the peak demand of the last ``window`` steps (never below the
 metric's floor nor above the VM's maximum; before any demand is known, the maximum). For every VM
 and every rule of a grid, :func:`rule_costs` counts over the scored steps the allocation, the
 violated steps, the slack and the resizes. :func:`frontier` then gives each VM the rule that
-minimises ``allocation + price x violated steps`` for a sweep of prices: the least allocation the
-fleet can have at each violation rate when each VM has the window and factor that suit it best
-over the whole trace. No causal policy of this kind can pick better per VM; it says where such
-rules stop, not what a policy can do.
-"""
+minimises ``allocation + price x violated steps`` for a sweep of prices: at each point, no other
+choice of one rule per VM has less allocation with as few violations (the price makes each VM's
+choice optimal for the fleet at that rate). It says where such rules stop, with hindsight; it is
+not a policy."""
 
 from __future__ import annotations
 
