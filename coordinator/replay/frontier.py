@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from presculpt.coordinator.replay.score import RESIZE_THRESHOLD
+from presculpt.coordinator.replay.score import per_vm
 from presculpt.coordinator.replay.trace import DAY_STEPS, trailing_peak
 
 WINDOW_HOURS = (1, 3, 6, 12, 24, 48, 72, 168)
@@ -58,24 +58,14 @@ def rule_allocation(demand: np.ndarray, maximum: np.ndarray, floor: float, windo
 def rule_costs(demand: np.ndarray, maximum: np.ndarray, floor: float, scored: np.ndarray,
                window_hours: Sequence[float] = WINDOW_HOURS, factors: Sequence[float] = FACTORS) -> RuleCosts:
     """Every rule of the grid (and the maximum) on every VM: see :class:`RuleCosts`."""
-    mask = scored & ~np.isnan(demand)
-    d = np.where(mask, demand, 0.0)
-    rules: list[tuple[float, float]] = [(h, f) for h in window_hours for f in factors]
-    columns: list[tuple[np.ndarray, ...]] = []
-    for hours, factor in rules:
-        a = rule_allocation(demand, maximum, floor, max(1, round(hours * DAY_STEPS / 24)), factor)
-        columns.append(_costs(d, a, mask))
-    columns.append(_costs(d, np.broadcast_to(maximum[:, None], demand.shape), mask))
+    rules = [(float(h), float(f)) for h in window_hours for f in factors]
+    counts = [per_vm(demand, rule_allocation(demand, maximum, floor, max(1, round(h * DAY_STEPS / 24)), f), scored)
+              for h, f in rules]
+    counts.append(per_vm(demand, np.broadcast_to(maximum[:, None], demand.shape), scored))
     rules.append((float("inf"), float("inf")))
-    allocation, violations, slack, resizes = (np.stack(c, axis=1) for c in zip(*columns))
-    return RuleCosts(tuple(rules), allocation, violations, slack, resizes, int(mask.sum()))
-
-
-def _costs(d: np.ndarray, a: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
-    previous = np.concatenate([a[:, :1], a[:, :-1]], axis=1)
-    changed = np.abs(a - previous) > RESIZE_THRESHOLD * previous
-    return (np.where(mask, a, 0.0).sum(axis=1), (mask & (d > a)).sum(axis=1),
-            np.where(mask, np.maximum(a - d, 0.0), 0.0).sum(axis=1), (mask & changed).sum(axis=1))
+    column = {key: np.stack([c[key] for c in counts], axis=1) for key in ("allocation", "violations", "slack", "resizes")}
+    return RuleCosts(tuple(rules), column["allocation"], column["violations"], column["slack"], column["resizes"],
+                     int(counts[0]["steps"].sum()))
 
 
 def choose(costs: RuleCosts, price: float) -> np.ndarray:

@@ -17,22 +17,32 @@ from presculpt.coordinator.replay.trace import DAY_STEPS
 RESIZE_THRESHOLD = 0.01
 
 
-def score(demand: np.ndarray, allocation: np.ndarray, scored: np.ndarray) -> dict[str, float]:
-    """Scores of one metric; ``demand``, ``allocation`` and ``scored`` are (N, T)."""
+def per_vm(demand: np.ndarray, allocation: np.ndarray, scored: np.ndarray) -> dict[str, np.ndarray]:
+    """The counts behind the scores, per VM (rows) over its scored steps: ``steps``, ``violations``,
+    ``demand``, ``allocation``, ``unmet`` (demand above the allocation), ``slack`` (allocation above
+    the demand) and ``resizes``."""
     mask = scored & ~np.isnan(demand) & ~np.isnan(allocation)
     d = np.where(mask, demand, 0.0)
     a = np.where(mask, allocation, 0.0)
-    steps = int(mask.sum())
-    if not steps:
-        return {"violation": float("nan"), "unmet": float("nan"), "slack": float("nan"),
-                "resizes_per_vm_day": float("nan"), "vm_days": 0.0}
     previous = np.concatenate([allocation[:, :1], allocation[:, :-1]], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         changed = np.abs(allocation - previous) > RESIZE_THRESHOLD * np.abs(previous)
+    return {"steps": mask.sum(axis=1), "violations": np.count_nonzero(mask & (demand > allocation), axis=1),
+            "demand": d.sum(axis=1), "allocation": a.sum(axis=1), "unmet": np.maximum(d - a, 0).sum(axis=1),
+            "slack": np.maximum(a - d, 0).sum(axis=1), "resizes": np.count_nonzero(changed & mask, axis=1)}
+
+
+def score(demand: np.ndarray, allocation: np.ndarray, scored: np.ndarray) -> dict[str, float]:
+    """Scores of one metric; ``demand``, ``allocation`` and ``scored`` are (N, T)."""
+    counts = {k: v.sum() for k, v in per_vm(demand, allocation, scored).items()}
+    steps = int(counts["steps"])
+    if not steps:
+        return {"violation": float("nan"), "unmet": float("nan"), "slack": float("nan"),
+                "resizes_per_vm_day": float("nan"), "vm_days": 0.0}
     return {
-        "violation": float(np.count_nonzero(mask & (demand > allocation)) / steps),
-        "unmet": float(np.maximum(d - a, 0).sum() / max(d.sum(), 1e-12)),
-        "slack": float(np.maximum(a - d, 0).sum() / max(a.sum(), 1e-12)),
-        "resizes_per_vm_day": float(np.count_nonzero(changed & mask) / (steps / DAY_STEPS)),
+        "violation": float(counts["violations"] / steps),
+        "unmet": float(counts["unmet"] / max(counts["demand"], 1e-12)),
+        "slack": float(counts["slack"] / max(counts["allocation"], 1e-12)),
+        "resizes_per_vm_day": float(counts["resizes"] / (steps / DAY_STEPS)),
         "vm_days": steps / DAY_STEPS,
     }
