@@ -147,9 +147,13 @@ def vpa_memory(demand: np.ndarray, maximum: np.ndarray, first: np.ndarray, days:
     return np.where(np.isnan(demand), np.nan, out)
 
 
-def autopilot_memory(demand: np.ndarray, maximum: np.ndarray, window: int = DAY_STEPS,
-                     factor: float = 1.10) -> np.ndarray:
+def autopilot_memory(demand: np.ndarray, maximum: np.ndarray) -> np.ndarray:
     """The peak of the previous 24 h plus 10%."""
+    return peak_rule(demand, maximum, DAY_STEPS, 1.10)
+
+
+def peak_rule(demand: np.ndarray, maximum: np.ndarray, window: int, factor: float) -> np.ndarray:
+    """``factor`` x the peak of the previous ``window`` steps; the maximum before any demand is known."""
     peak = trailing_peak(demand, window)
     out = np.where(np.isnan(peak), maximum[:, None], peak * factor)
     return np.where(np.isnan(demand), np.nan, out)

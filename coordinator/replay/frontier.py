@@ -3,7 +3,8 @@ today's recommenders use for memory (vpa: daily peaks; autopilot: the 24-hour pe
 measured for CPU too.
 
 A rule allocates ``factor`` times the peak demand of the last ``window`` steps (never below the
-metric's floor nor above the VM's maximum; before any demand is known, the maximum). For every VM
+metric's floor nor above the VM's maximum; before any demand is known, the maximum): autopilot's
+memory rule is the grid's 24 hours and 1.1. For every VM
 and every rule of a grid, :func:`rule_costs` counts over the scored steps the allocation, the
 violated steps, the slack and the resizes. :func:`frontier` then gives each VM the rule that
 minimises ``allocation + price x violated steps`` for a sweep of prices: at each point, no other
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from presculpt.coordinator.replay import baselines
 from presculpt.coordinator.replay.score import per_vm
-from presculpt.coordinator.replay.trace import DAY_STEPS, trailing_peak
+from presculpt.coordinator.replay.trace import DAY_STEPS
 
 WINDOW_HOURS = (1, 3, 6, 12, 24, 48, 72, 168)
 FACTORS = (1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0)
@@ -49,10 +51,9 @@ class FrontierPoint:
 
 def rule_allocation(demand: np.ndarray, maximum: np.ndarray, floor: float, window_steps: int,
                     factor: float) -> np.ndarray:
-    """``factor`` x the peak of the last ``window_steps`` steps, clamped to [floor, maximum]; the
-    maximum where no demand is known yet."""
-    peak = trailing_peak(demand, window_steps) * factor
-    return np.clip(np.where(np.isnan(peak), maximum[:, None], peak), floor, maximum[:, None])
+    """``factor`` x the peak of the last ``window_steps`` steps (:func:`baselines.peak_rule`, autopilot's
+    memory rule at 24 h and 1.1), clamped to [floor, maximum]."""
+    return np.clip(baselines.peak_rule(demand, maximum, window_steps, factor), floor, maximum[:, None])
 
 
 def rule_costs(demand: np.ndarray, maximum: np.ndarray, floor: float, scored: np.ndarray,

@@ -17,8 +17,9 @@ from presculpt.coordinator.replay import frontier
 def test_a_rule_is_the_factor_times_the_trailing_peak_within_floor_and_maximum() -> None:
     demand = np.array([[1.0, 3.0, 2.0, np.nan, 0.5, 0.5, 0.5]])
     a = frontier.rule_allocation(demand, np.array([5.0]), 0.1, 2, 1.5)
-    # the maximum before any demand; then 1.5x the peak of the two steps before (capped at 5)
-    np.testing.assert_allclose(a, [[5.0, 1.5, 4.5, 4.5, 3.0, 0.75, 0.75]])
+    # the maximum before any demand; then 1.5x the peak of the two steps before (capped at 5);
+    # no allocation where the demand is unknown, as every policy
+    np.testing.assert_allclose(a, [[5.0, 1.5, 4.5, np.nan, 3.0, 0.75, 0.75]])
     assert frontier.rule_allocation(np.array([[0.01, 0.01]]), np.array([5.0]), 0.1, 1, 1.0)[0, 1] == 0.1
 
 
