@@ -46,6 +46,9 @@ class CoordinatorRoutines:
         self.forecasts = forecasts
         self.events = events
         self.planner = planner
+        # Set by the coordinator as it stops: a job still running in its thread then finds the
+        # store closed, which is the stop, not a failure.
+        self.stopping = False
 
     def rollup_once(self) -> int:
         """Aggregate closed buckets into 5-minute (configurable) min/mean/max roll-ups."""
@@ -106,6 +109,9 @@ class CoordinatorRoutines:
                     log.info("job %s cancelled: the coordinator is stopping", name)
                     return
                 except (StoreError, UserError) as err:
+                    if self.stopping and isinstance(err, StoreError):
+                        log.info("job %s stopped with the coordinator: %s", name, err)
+                        return
                     log.error("job %s failed: %s", name, err)
                     self._count_failure(name)
                     return

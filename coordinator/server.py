@@ -156,6 +156,7 @@ class CoordinatorServer:
         return job.next_run_time.timestamp() if job is not None and job.next_run_time is not None else None
 
     async def stop(self, grace_s: float = 2.0) -> None:
+        self.routines.stopping = True
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._scheduler is not None:

@@ -151,6 +151,9 @@ class SqliteMetricStore:
         self.config = config
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        # Held to enqueue a job and to stop: no job lands behind the writer's stop marker, where
+        # nothing would ever run it and its caller would wait for good.
+        self._enqueue_lock = threading.Lock()
         self._write: sqlite3.Connection | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -194,11 +197,12 @@ class SqliteMetricStore:
 
     def stop(self) -> None:
         """Finish queued writes, stop the writer and close every connection."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join()
-        self._thread = None
+        with self._enqueue_lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._queue.put(_STOP)  # after every job already queued, which the writer finishes first
+        thread.join()
         assert self._write is not None
         try:
             self._write.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -314,19 +318,23 @@ class SqliteMetricStore:
 
     def _call(self, func: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``func(conn)`` in one transaction on the writer thread and wait for its result."""
-        if self._thread is None:
-            raise StoreError("the store is not started")
         future: Future = Future()
-        self._queue.put(_CallJob(func, future))
+        self._enqueue(_CallJob(func, future))
         return future.result()
+
+    def _enqueue(self, job: _BatchJob | _CallJob) -> None:
+        """Queue ``job`` for the writer; while the store is not running (not started, or stopping or
+        stopped) its future fails at once instead."""
+        with self._enqueue_lock:
+            if self._thread is not None:
+                self._queue.put(job)
+                return
+        job.future.set_exception(StoreError("the store is not running (not started, or stopped)"))
 
     # -- writes --------------------------------------------------------------------------
     def submit_batch(self, batch: MetricBatch) -> Future:
         future: Future = Future()
-        if self._thread is None:
-            future.set_exception(StoreError("the store is not started"))
-            return future
-        self._queue.put(_BatchJob(batch, future))
+        self._enqueue(_BatchJob(batch, future))
         return future
 
     def store_batch(self, batch: MetricBatch) -> BatchStored:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 from presculpt.coordinator.config import DispatchConfig, JobsConfig, StoreConfig
 from presculpt.coordinator.dispatch import Dispatcher
 from presculpt.coordinator.model import HostRecord, HostSampleRow, MetricBatch, SampleRow, VmRecord
 from presculpt.coordinator.routines import CoordinatorRoutines
+from presculpt.coordinator.store.base import StoreError
 from presculpt.coordinator.store.sqlite import SqliteMetricStore
 
 from .conftest import CoordinatorThread, coordinator_config, wait_until
@@ -65,17 +68,17 @@ def test_scheduler_runs_the_jobs(tmp_path):
         c.stop()
 
 
+class Jobs:
+    """The scheduler's add_job, keeping what it is given."""
+
+    def __init__(self):
+        self.funcs = {}
+
+    def add_job(self, func, id, **_):
+        self.funcs[id] = func
+
+
 def test_a_job_cancelled_at_shutdown_ends_quietly(tmp_path, caplog):
-    import asyncio
-    import threading
-
-    class Jobs:  # the scheduler's add_job, keeping what it is given
-        def __init__(self):
-            self.funcs = {}
-
-        def add_job(self, func, id, **_):
-            self.funcs[id] = func
-
     release = threading.Event()
     routines = CoordinatorRoutines(SqliteMetricStore(tmp_path / "m.db"), Dispatcher(DispatchConfig()))
     routines.rollup_once = lambda: release.wait(30)  # a roll-up still running when the coordinator stops
@@ -95,3 +98,25 @@ def test_a_job_cancelled_at_shutdown_ends_quietly(tmp_path, caplog):
     # The job returned instead of raising CancelledError into APScheduler (logged there as an error).
     assert not task.cancelled() and task.exception() is None
     assert "job rollup cancelled: the coordinator is stopping" in caplog.text
+
+
+def test_a_store_closed_under_a_running_job_is_a_failure_unless_the_coordinator_is_stopping(tmp_path, caplog):
+    routines = CoordinatorRoutines(SqliteMetricStore(tmp_path / "m.db"), Dispatcher(DispatchConfig()))
+    failures = []
+    routines._count_failure = failures.append
+
+    def closed():
+        raise StoreError("the store is not running (not started, or stopped)")
+
+    routines.rollup_once = closed
+    jobs = Jobs()
+    routines.schedule(jobs, JobsConfig())
+    with caplog.at_level("INFO", logger="presculpt.coordinator.routines"):
+        asyncio.run(jobs.funcs["rollup"]())
+        assert failures == ["rollup"] and "ERROR" in caplog.text  # while running: a failure
+        caplog.clear()
+        routines.stopping = True
+        asyncio.run(jobs.funcs["rollup"]())
+    assert failures == ["rollup"]  # not counted again
+    assert "job rollup stopped with the coordinator: the store is not running" in caplog.text
+    assert "ERROR" not in caplog.text

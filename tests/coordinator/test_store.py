@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from presculpt.coordinator.config import StoreConfig
@@ -191,3 +194,54 @@ def test_forecasts_round_trip_and_expire(tmp_path):
         assert store.forecasts("h", "u1", "cpu_cores", 0, 20_000) == []
     finally:
         store.stop()
+
+
+def test_a_write_racing_a_stop_fails_at_once_instead_of_waiting_for_good(tmp_path):
+    """A job queued while stop() waits for the writer used to land behind the stop marker, and its
+    caller (the forecast job at a coordinator's exit) waited for ever. Now it fails with StoreError,
+    and what was queued before the stop is still written."""
+    s = SqliteMetricStore(tmp_path / "m.db")
+    s.start()
+    s.upsert_inventory(HOST, [vm("u-a", "a")])
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn):
+        busy.set()
+        assert release.wait(300)
+
+    holder = threading.Thread(target=s._call, args=(hold,))
+    holder.start()
+    assert busy.wait(60)  # the writer is busy with the held job
+    queued = s.submit_batch(batch(1, sample("u-a", 100.0)))  # before the stop: written
+    stopper = threading.Thread(target=s.stop)
+    stopper.start()
+    deadline = time.monotonic() + 60
+    while s._thread is not None and time.monotonic() < deadline:  # stop() has begun, the writer still busy
+        time.sleep(0.01)
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            s.upsert_inventory(HOST, [])
+        except StoreError as err:
+            outcome.append(err)
+        else:
+            outcome.append(None)
+
+    racer = threading.Thread(target=write, daemon=True)
+    racer.start()
+    racer.join(60)
+    assert not racer.is_alive(), "a write during stop() waited for good"
+    assert isinstance(outcome[0], StoreError) and "not running" in str(outcome[0])
+    release.set()
+    for t in (holder, stopper):
+        t.join(60)
+        assert not t.is_alive()
+    assert queued.result(timeout=60).samples == 1
+    with pytest.raises(StoreError, match="not running"):
+        s.store_batch(batch(2, sample("u-a", 400.0)))
+    s.start()  # reopens: the batch queued before the stop is there
+    try:
+        assert [r.ts for r in s.samples("h1", "u-a", 0, 1e9)] == [100.0]
+    finally:
+        s.stop()
