@@ -27,14 +27,22 @@ def fraction(text: str) -> float:
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction or a percent (0.0005 or 0.05%), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a fraction (0.0005) or a percent (0.05%), got {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected a share above 0 and below 100%, got {text}")
     return value
 
 
 def budget(text: str) -> float | str:
-    return text if text == "autopilot" else fraction(text)
+    """A share (see :func:`fraction`), or "autopilot": autopilot's violation rate on the trace."""
+    if text == "autopilot":
+        return text
+    try:
+        float(text[:-1] if text.endswith("%") else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction (0.0005), a percent (0.05%) or autopilot, "
+                                         f"got {text!r}") from None
+    return fraction(text)
 
 
 def add_peak_bound_bench(bench_sub: argparse._SubParsersAction) -> None:
@@ -43,8 +51,8 @@ def add_peak_bound_bench(bench_sub: argparse._SubParsersAction) -> None:
         description="For every VM, every rule 'factor x the peak of the last WINDOW' (windows 1 h to "
                     "7 days, factors 1 to 6, or the maximum) is scored on the trace as the replay scores "
                     "policies; each VM then gets the rule that suits it best over the whole trace, at the "
-                    "fleet's violation budget. No causal rule of this kind does better; it is a bound, "
-                    "not a policy.")
+                    "fleet's violation budget. No choice of one such rule per VM does better at that "
+                    "violation rate; it is a bound, not a policy.")
     p.add_argument("--trace", required=True, metavar="DIR", help="a trace directory (vms.csv and usage.csv.gz)")
     p.add_argument("--memory-violation", type=fraction, default=0.0005, metavar="SHARE",
                    help="memory's violation budget, as 0.0005 or 0.05%% (default 0.05%%)")

@@ -78,7 +78,8 @@ def test_peak_bound_command_prints_each_metric_against_the_references(trace_slic
 
 @pytest.mark.parametrize("argv, message", [
     (["--memory-violation", "150%"], "above 0 and below 100%"),
-    (["--cpu-violation", "lots"], "expected a fraction or a percent"),
+    (["--cpu-violation", "lots"], "expected a fraction (0.0005), a percent (0.05%) or autopilot, got 'lots'"),
+    (["--cpu-violation", "0"], "above 0 and below 100%"),
 ])
 def test_peak_bound_command_rejects_bad_input_in_one_line(trace_slice: Path, argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
