@@ -81,10 +81,8 @@ class CausalForecasts:
     def levels(self, metric: str) -> tuple[float, ...]:
         """The quantile levels of ``metric``'s forecasts in :meth:`block`."""
         levels = self._tail_levels(metric)
-        for learned in self.config.next_steps:
-            if learned.metric == metric:
-                levels = tuple(sorted(set(levels) | set(learned.levels)))
-        return levels
+        learned = next((c for c in self.config.next_steps if c.metric == metric), None)  # one per metric at most
+        return levels if learned is None else tuple(sorted(set(levels) | set(learned.levels)))
 
     def _tail_levels(self, metric: str) -> tuple[float, ...]:
         """The levels of ``metric``'s forecasts once the empirical tail is applied (before the learned next step)."""
@@ -154,7 +152,7 @@ class CausalForecasts:
         if self.config.tail is not None:
             for metric in self.config.tail.metrics:
                 out[metric] = self._with_tail(metric, out[metric], start, stop)
-        for metric in dict.fromkeys(learned.metric for learned in self.config.next_steps):
+        for metric in (learned.metric for learned in self.config.next_steps):
             out[metric] = self._with_next_step(metric, out[metric], start, stop)
         return out
 
