@@ -192,6 +192,13 @@ class QuotaSettings:
             raise ValueError("quota max_cores and max_memory_mib must not be negative (0: no limit)")
 
 
+def _planner_default(name: str) -> float:
+    """The planner's default of ``name`` (measured there), as settings write it (None: 0)."""
+    from presculpt.coordinator.planner.model import PlannerConfig
+
+    return getattr(PlannerConfig(), name) or 0.0
+
+
 def _default_tiers() -> dict[str, TierSettings]:
     """The planner's default tiers (``DEFAULT_TIERS``, where they are measured) as settings."""
     from presculpt.coordinator.planner.model import DEFAULT_TIERS
@@ -230,6 +237,7 @@ class PlannerSettings:
     resize_cost: float = 0.006
     veto_threshold: float = 0.0
     benefit_hours: float = 4.0  # how long a change is expected to last, to price what it adds or frees
+    host_resizes_per_vm_day: float = field(default_factory=lambda: _planner_default("host_resizes_per_vm_day"))  # 0: none
     cpu_overcommit: float = 4.0  # allocated cores on a host may reach cpus * this
     memory_overcommit: float = 1.0
     reserved_cores: float = 0.0  # kept for the host itself
@@ -249,6 +257,9 @@ class PlannerSettings:
             raise ValueError("planner floors and reclaim_idle_steps must not be negative")
         if not 0 <= self.idle_fraction < 1:
             raise ValueError(f"planner.idle_fraction must be in [0, 1), got {self.idle_fraction:g}")
+        if not self.host_resizes_per_vm_day >= 0:
+            raise ValueError(f"planner.host_resizes_per_vm_day must not be negative (0: no limit), "
+                             f"got {self.host_resizes_per_vm_day:g}")
         for tier in self.tiers:
             if not tier.strip():
                 raise ValueError("planner.tiers: a tier needs a name")
@@ -273,7 +284,8 @@ class PlannerSettings:
                              memory_margin_mib=self.memory_margin_mib, memory_floor_mib=self.memory_floor_mib,
                              memory_peak_hours=self.memory_peak_hours,
                              cpu_floor_cores=self.cpu_floor_cores, reclaim_idle_steps=self.reclaim_idle_steps,
-                             idle_fraction=self.idle_fraction, cost=cost)
+                             idle_fraction=self.idle_fraction, cost=cost,
+                             host_resizes_per_vm_day=self.host_resizes_per_vm_day or None)
 
 
 @dataclass(frozen=True)

@@ -127,10 +127,11 @@ def target_shape(action: Action) -> Shape:
 class PlannerService:
     """Plans from the store and sends the actions through the dispatcher (in enforce mode).
 
-    The planner's memory between runs (hold times, cooldowns; ``Plan.memory``) is kept in this object
-    only: a restarted coordinator starts afresh, so downgrades wait their hold time again and the
-    cooldown is forgotten (the planner's first run after a restart may resize a VM sooner than the
-    cooldown after its last resize)."""
+    The planner's memory between runs (hold times, cooldowns; ``Plan.memory``; the hosts' resize
+    budgets, ``Plan.resize_tokens``) is kept in this object only: a restarted coordinator starts
+    afresh, so downgrades wait their hold time again, the cooldown is forgotten (the planner's first
+    run after a restart may resize a VM sooner than the cooldown after its last resize) and each
+    host's resize budget starts full."""
 
     def __init__(
         self,
@@ -154,6 +155,8 @@ class PlannerService:
         self._step: int | None = None  # the step of the last (not dry) run
         self._base: dict[str, VmMemory] = {}  # the memory that run started from
         self._memory: dict[str, VmMemory] = {}  # the memory it left
+        self._base_tokens: dict[str, float] = {}  # the hosts' resize budgets that run started from
+        self._tokens: dict[str, float] = {}  # and what it left of them
         self._unmet: frozenset[tuple[str, str]] = frozenset()
         self._warned_tiers: set[str] = set()
 
@@ -167,8 +170,8 @@ class PlannerService:
         started = time.monotonic()
         now = self.clock() if now is None else now
         step = int(math.floor(now / self.config.step_s))
-        memory = self.memory_for(step)
-        snapshot, names, forecast_vms = self.load_snapshot(now, step, memory)
+        memory, tokens = self.memory_for(step), self.tokens_for(step)
+        snapshot, names, forecast_vms = self.load_snapshot(now, step, memory, tokens)
         result = plan(snapshot, self.config)
         unmet = self.describe_unmet(result, names)
         keys = frozenset((u.host, u.uuid) for u in unmet)
@@ -177,6 +180,7 @@ class PlannerService:
             repeat = step == self._step
             if not dry_run:
                 self._step, self._base, self._memory, self._unmet = step, memory, result.memory, keys
+                self._base_tokens, self._tokens = tokens, result.resize_tokens
         run = PlanRun(now, step, self.mode, dry_run, result, names, forecast_vms, unmet,
                       () if dry_run else new_unmet, time.monotonic() - started, repeat)
         self.report(run)
@@ -188,7 +192,13 @@ class PlannerService:
         with self._lock:
             return dict(self._base if step == self._step else self._memory)
 
-    def load_snapshot(self, now: float, step: int, memory: dict[str, VmMemory]
+    def tokens_for(self, step: int) -> dict[str, float]:
+        """The hosts' resize budgets to start ``step`` from, as :meth:`memory_for`."""
+        with self._lock:
+            return dict(self._base_tokens if step == self._step else self._tokens)
+
+    def load_snapshot(self, now: float, step: int, memory: dict[str, VmMemory],
+                      resize_tokens: dict[str, float] | None = None
                       ) -> tuple[Snapshot, dict[tuple[str, str], str], int]:
         """The frozen snapshot of ``step``: running VMs with their allocation, newest forecasts and
         memory use (paused ones too, left as they are, for their hosts' capacity); hosts with their
@@ -218,7 +228,8 @@ class PlannerService:
             snapshots.append(snap)
             names[(vm.host, vm.uuid)] = vm.name
             with_forecast += snap.cpu is not None or snap.memory is not None
-        snapshot = Snapshot(step, tuple(snapshots), self.host_snapshots(hosts), self.quotas(), memory)
+        snapshot = Snapshot(step, tuple(snapshots), self.host_snapshots(hosts), self.quotas(), memory,
+                            resize_tokens or {})
         return snapshot, names, with_forecast
 
     def fresh_forecast(self, record: ForecastRecord, step_start: float) -> Forecast | None:

@@ -17,7 +17,7 @@ expected benefit (a vetoed VM keeps its allocation, so the later passes count wh
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from presculpt.coordinator.planner.model import (
@@ -36,6 +36,7 @@ from presculpt.coordinator.planner.model import (
 from presculpt.coordinator.planner.rules import MetricDecision, decide, shortfall_avoided, violations_avoided
 
 STEP_HOURS = 300.0 / 3600.0
+HOST_BUDGET_HOURS = 6.0  # a host's resize budget holds this many hours' worth (PlannerConfig.host_resizes_per_vm_day)
 
 
 @dataclass
@@ -243,6 +244,37 @@ def hold_to_budget(w: _Work, tokens: float | None) -> None:
     _hold_back(w, f"held back: the VM has spent its resize budget ({w.tier.max_resizes_per_day:g} a day)")
 
 
+def host_resize_tokens(works: list[_Work], snapshot: Snapshot, config: PlannerConfig) -> dict[str, float]:
+    """The resizes each host's budget allows now: what it had, refilled for one planning step, at
+    most :data:`HOST_BUDGET_HOURS` hours' worth for the VMs it holds (empty: no budget)."""
+    rate = config.host_resizes_per_vm_day
+    if rate is None:
+        return {}
+    tokens = {}
+    for host, vms in Counter(w.vm.host for w in works).items():
+        bucket = rate * vms * HOST_BUDGET_HOURS / 24
+        had = snapshot.resize_tokens.get(host, bucket)
+        tokens[host] = min(bucket, had + rate * vms * config.step_s / 86400.0)
+    return tokens
+
+
+def hold_to_host_budgets(works: list[_Work], tokens: dict[str, float], config: PlannerConfig) -> None:
+    """On each host, hold back the resizes its budget has no token for, those worth least (expected
+    benefit less cost) first; raises to a safety floor go anyway, their tokens owed."""
+    by_host: dict[str, list[_Work]] = defaultdict(list)
+    for w in works:
+        if w.vm.host in tokens and not w.vetoed and _changes(w):
+            by_host[w.vm.host].append(w)
+    for host, wanting in by_host.items():
+        left = tokens[host] - sum(1 for w in wanting if _floor_raise(w))
+        for w in sorted((w for w in wanting if not _floor_raise(w)), key=lambda w: w.action_cost - w.benefit):
+            if left >= 1:
+                left -= 1
+            else:
+                _hold_back(w, f"held back: host {host} has spent its resize budget "
+                              f"({config.host_resizes_per_vm_day:g} per VM-day); resizes worth more went first")
+
+
 def _hold_back(w: _Work, note: str) -> None:
     """Keep the VM as it is, recording what it wanted (reported as a vetoed action) and why."""
     w.vetoed = True
@@ -258,6 +290,8 @@ def plan(snapshot: Snapshot, config: PlannerConfig) -> Plan:
     for w in works:
         veto(w, config)
         hold_to_budget(w, tokens[w.vm.uuid])
+    host_tokens = host_resize_tokens(works, snapshot, config)
+    hold_to_host_budgets(works, host_tokens, config)
     unmet = apply_quotas(works, snapshot.quotas)
     by_host: dict[str, list[_Work]] = defaultdict(list)
     for w in works:
@@ -282,7 +316,9 @@ def plan(snapshot: Snapshot, config: PlannerConfig) -> Plan:
         alloc = final.get(w.vm.uuid, w.vm.current)
         costs[w.vm.uuid] = alloc.cpu_cores * config.cost.price_vcpu_hour + alloc.memory_mib / 1024 * config.cost.price_gib_hour
         customer_costs[w.vm.customer or "(none)"] += costs[w.vm.uuid]
-    return Plan(tuple(actions), tuple(unmet), memory, costs, dict(customer_costs))
+    sent = Counter(a.host for a in actions if not a.vetoed)  # swaps and safety raises too
+    left = {host: had - sent[host] for host, had in host_tokens.items()}
+    return Plan(tuple(actions), tuple(unmet), memory, costs, dict(customer_costs), left)
 
 
 # -- helpers over the two metrics ---------------------------------------------------------------

@@ -46,6 +46,7 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
     max_mem = np.where(has_memory, trace.max_mem_mib, 0.0)
     current = [Allocation(int(trace.max_vcpus[i]), float(trace.max_vcpus[i]), float(max_mem[i])) for i in range(n)]
     memory: dict[str, VmMemory] = {}
+    tokens: dict[str, float] = {}  # the host's resize budget (PlannerConfig.host_resizes_per_vm_day)
     kinds: Counter = Counter()
     cpu_levels, mem_levels = forecasts.levels("cpu_cores"), forecasts.levels("memory_mib")
     # Each VM's peak use over the planner's window before each step (the memory_peak_factor floor).
@@ -71,8 +72,8 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
                     memory_peak_mib=None if peak is None or np.isnan(peak) else float(peak),
                     cpu=None if np.isnan(cpu[0, 0]) else Forecast(cpu_levels, cpu.astype(np.float64)),
                     memory=None if mem is None or np.isnan(mem[0, 0]) else Forecast(mem_levels, mem.astype(np.float64))))
-            result = plan(Snapshot(t, tuple(vms), memory=memory), config)
-            memory = result.memory
+            result = plan(Snapshot(t, tuple(vms), memory=memory, resize_tokens=tokens), config)
+            memory, tokens = result.memory, result.resize_tokens
             index = {trace.vm_ids[i]: i for i in alive}
             for action in result.actions:
                 if action.vetoed:

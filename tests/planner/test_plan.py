@@ -75,7 +75,7 @@ def advance(snapshot: Snapshot, p: Plan) -> Snapshot:
     """The next run: one step later, the plan applied and its memory carried."""
     allocations = final(p, snapshot)
     vms = tuple(VmSnapshot(**{**v.__dict__, "current": allocations[v.uuid]}) for v in snapshot.vms)
-    return Snapshot(snapshot.step + 1, vms, snapshot.hosts, snapshot.quotas, p.memory)
+    return Snapshot(snapshot.step + 1, vms, snapshot.hosts, snapshot.quotas, p.memory, p.resize_tokens)
 
 
 # -- pre-sculpt ---------------------------------------------------------------------------------
@@ -609,7 +609,7 @@ def churn(budget: float | None, days: float) -> tuple[int, list[str]]:
     follows it at once; and the reasons of the resizes held back."""
     tier = TierPolicy("silver", quantile=0.99, margin=0.0, hold_steps=1, cooldown_steps=0, deadband=0.0,
                       max_step_down=1.0, grow_headroom=0.0, max_resizes_per_day=budget)
-    config = PlannerConfig(tiers={"silver": tier}, cost=CostModel(veto_threshold=1e9))
+    config = PlannerConfig(tiers={"silver": tier}, cost=CostModel(veto_threshold=1e9), host_resizes_per_vm_day=None)
     s = Snapshot(0, (vm(cores=2.0, cpu=HIGH_CPU),))
     applied, held = 0, []
     for step in range(int(days * 288)):
@@ -640,3 +640,48 @@ def test_a_safety_raise_goes_through_a_spent_budget():
     assert p.memory["vm-1"].resize_tokens < 0  # owed: the refill pays it back before the next resize
     with pytest.raises(ValueError, match="max_resizes_per_day must be positive"):
         TierPolicy("t", max_resizes_per_day=0.0)
+
+
+# -- a host's resize budget -------------------------------------------------------------------------
+FOLLOW = TierPolicy("silver", quantile=0.99, margin=0.0, hold_steps=1, cooldown_steps=0, deadband=0.0,
+                    max_step_down=1.0, grow_headroom=0.0)
+
+
+def test_a_host_budget_sends_the_resizes_worth_most_first():
+    config = PlannerConfig(tiers={"silver": FOLLOW}, cost=CostModel(veto_threshold=1e9), host_resizes_per_vm_day=20.0)
+    big = vm("big", cores=2.0, cpu=HIGH_CPU)  # demand about 3 cores: P(demand > 2) = 0.92
+    small = vm("small", cores=2.0, cpu=(1.5, 1.8, 1.95, 2.05))  # just past 2 in its tail
+    one = {"h1": 1.0}  # one token, and one step's refill for two VMs (20 x 2 / 288) short of a second
+    p = plan(Snapshot(5, (small, big), resize_tokens=one), config)
+    assert not only(p, "big").vetoed and only(p, "big").expected_benefit > only(p, "small").expected_benefit
+    held = only(p, "small")
+    assert held.vetoed and "host h1 has spent its resize budget (20 per VM-day)" in held.reason
+    assert p.resize_tokens["h1"] == pytest.approx(1.0 + 20 * 2 / 288 - 1)
+    both = plan(Snapshot(5, (small, big)), config)  # no token count yet: a full bucket (5 x 2 VMs / 4)
+    assert len(both.applied()) == 2 and both.resize_tokens["h1"] == pytest.approx(20 * 2 / 4 - 2)
+
+
+def test_a_host_budget_holds_a_churning_host_to_its_rate():
+    """Two VMs whose forecasts swing every step on one host of budget 20 per VM-day: about 40
+    resizes a day after the first full bucket (ten), instead of 576."""
+    config = PlannerConfig(tiers={"silver": FOLLOW}, cost=CostModel(veto_threshold=1e9), host_resizes_per_vm_day=20.0)
+    s = Snapshot(0, (vm("a", cores=2.0, cpu=HIGH_CPU), vm("b", cores=2.0, cpu=LOW_CPU)))
+    applied = 0
+    for step in range(2 * 288):
+        flip = (HIGH_CPU, LOW_CPU) if step % 2 == 0 else (LOW_CPU, HIGH_CPU)
+        s = replace(s, vms=tuple(replace(v, cpu=fc(*f)) for v, f in zip(s.vms, flip)))
+        p = plan(s, config)
+        applied += len(p.applied())
+        s = advance(s, p)
+    assert 2 * 40 - 1 <= applied <= 10 + 2 * 40
+
+
+def test_a_safety_raise_goes_through_a_spent_host_budget():
+    config = PlannerConfig(tiers={"silver": TierPolicy("silver")}, host_resizes_per_vm_day=20.0)
+    v = vm(memory_mib=2000.0, memory=(100.0, 200.0, 300.0, 400.0), memory_used_mib=USED)
+    p = plan(Snapshot(5, (v,), resize_tokens={"h1": -3.0}), config)
+    a = only(p, "vm-1")
+    assert a.kind == "presculpt" and not a.vetoed and "what the guest uses" in a.reason
+    assert p.resize_tokens["h1"] == pytest.approx(-3.0 + 20 / 288 - 1)  # owed
+    with pytest.raises(ValueError, match="host_resizes_per_vm_day must be positive"):
+        PlannerConfig(host_resizes_per_vm_day=0.0)
