@@ -92,7 +92,10 @@ def coordinator_config(workdir: Path, step_seconds: float, initial_model: Path, 
         jobs=JobsConfig(rollup_every_s=step_seconds / 10, retention_every_s=10 * step_seconds,
                         dispatch_tick_s=0.2, forecast_every_s=step_seconds, retrain_every_s=0),
         forecast=ForecastConfig(model_dir=str(workdir / "models"), initial_model=str(initial_model)),
-        planner=PlannerSettings(mode="enforce", every_s=step_seconds, cpu_overcommit=overcommit),
+        # No host resize budget: the demo replays a few hours chosen for how much they change, where
+        # a budget meant for a fleet's day (20 per VM-day) would hold back half the resizes.
+        planner=PlannerSettings(mode="enforce", every_s=step_seconds, cpu_overcommit=overcommit,
+                                host_resizes_per_vm_day=0.0),
         tls=tls,
     )
 
