@@ -36,7 +36,7 @@ from presculpt.coordinator.planner.model import (
 from presculpt.coordinator.planner.rules import MetricDecision, decide, shortfall_avoided, violations_avoided
 
 STEP_HOURS = 300.0 / 3600.0
-HOST_BUDGET_HOURS = 6.0  # a host's resize budget holds this many hours' worth (PlannerConfig.host_resizes_per_vm_day)
+BUDGET_HOURS = 6.0  # a resize budget (a tier's per VM, a host's) holds this many hours' worth
 
 
 @dataclass
@@ -231,9 +231,14 @@ def resize_tokens(tier: TierPolicy, memory: VmMemory, config: PlannerConfig) -> 
     at most six hours' worth (None: no budget)."""
     if tier.max_resizes_per_day is None:
         return None
-    bucket = max(1.0, tier.max_resizes_per_day / 4)
-    had = bucket if memory.resize_tokens is None else memory.resize_tokens
-    return min(bucket, had + tier.max_resizes_per_day * config.step_s / 86400.0)
+    return _refill(memory.resize_tokens, tier.max_resizes_per_day, config.step_s)
+
+
+def _refill(had: float | None, per_day: float, step_s: float) -> float:
+    """A resize budget after one more planning step: what it had (None: a full bucket) plus the
+    step's share of ``per_day``, at most :data:`BUDGET_HOURS` hours' worth (at least one resize)."""
+    bucket = max(1.0, per_day * BUDGET_HOURS / 24)
+    return min(bucket, (bucket if had is None else had) + per_day * step_s / 86400.0)
 
 
 def hold_to_budget(w: _Work, tokens: float | None) -> None:
@@ -246,16 +251,12 @@ def hold_to_budget(w: _Work, tokens: float | None) -> None:
 
 def host_resize_tokens(works: list[_Work], snapshot: Snapshot, config: PlannerConfig) -> dict[str, float]:
     """The resizes each host's budget allows now: what it had, refilled for one planning step, at
-    most :data:`HOST_BUDGET_HOURS` hours' worth for the VMs it holds (empty: no budget)."""
+    most :data:`BUDGET_HOURS` hours' worth for the VMs it holds (empty: no budget)."""
     rate = config.host_resizes_per_vm_day
     if rate is None:
         return {}
-    tokens = {}
-    for host, vms in Counter(w.vm.host for w in works).items():
-        bucket = rate * vms * HOST_BUDGET_HOURS / 24
-        had = snapshot.resize_tokens.get(host, bucket)
-        tokens[host] = min(bucket, had + rate * vms * config.step_s / 86400.0)
-    return tokens
+    return {host: _refill(snapshot.resize_tokens.get(host), rate * vms, config.step_s)
+            for host, vms in Counter(w.vm.host for w in works).items()}
 
 
 def hold_to_host_budgets(works: list[_Work], tokens: dict[str, float], config: PlannerConfig) -> None:
