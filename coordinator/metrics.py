@@ -81,8 +81,9 @@ class CoordinatorMetrics:
             "presculpt_planner_actions", "Actions planned and not vetoed, by kind and mode (observe: reported "
             "only; enforce: sent)", ["kind", "mode"], registry=r)
         self.planner_vetoed = Counter(
-            "presculpt_planner_vetoed", "Actions the cost model vetoed (cost above expected benefit), by kind",
-            ["kind"], registry=r)
+            "presculpt_planner_vetoed", "Actions held back, by kind and by what held them: cost (the cost model's "
+            "veto: cost above expected benefit), vm budget (a tier's resizes per VM), host budget (a host's "
+            "resizes per VM-day)", ["kind", "by"], registry=r)
         self.planner_unmet = Counter(
             "presculpt_planner_unmet", "Unmet demand events: a host could not give a VM its forecast need", registry=r)
         self.planner_cost_per_hour = Gauge(

@@ -307,7 +307,7 @@ class PlannerService:
             return
         for a in run.plan.actions:
             if a.vetoed:
-                m.planner_vetoed.labels(a.kind).inc()
+                m.planner_vetoed.labels(a.kind, a.held_by).inc()
             else:
                 m.planner_actions.labels(a.kind, run.mode).inc()
         if run.new_unmet:

@@ -315,6 +315,7 @@ class Action:
     cost_per_hour: float = 0.0  # change in allocation cost per hour (negative: saving)
     expected_benefit: float = 0.0
     vetoed: bool = False
+    held_by: str = ""  # what held a vetoed action back: "cost" (the veto), "vm budget" or "host budget"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class _Work:
     kind: str = ""
     vetoed: bool = False
     wanted: tuple[float, float] = (0.0, 0.0)  # a vetoed decision's targets
+    held_by: str = ""  # what vetoed it (Action.held_by)
     benefit: float = 0.0
     action_cost: float = 0.0
 
@@ -209,7 +210,7 @@ def veto(w: _Work, config: PlannerConfig) -> None:
     w.benefit = max(risk, 0.0) - min(delta, 0.0) * hours
     w.action_cost = cost.resize_cost + max(delta, 0.0) * hours - min(risk, 0.0)
     if w.action_cost - w.benefit > cost.veto_threshold and not _floor_raise(w):  # safety floors: never vetoed
-        _hold_back(w, f"vetoed by the cost model: costs {w.action_cost:.4f}, expected benefit {w.benefit:.4f}")
+        _hold_back(w, f"vetoed by the cost model: costs {w.action_cost:.4f}, expected benefit {w.benefit:.4f}", "cost")
 
 
 def action_for(w: _Work, config: PlannerConfig) -> Action | None:
@@ -223,7 +224,7 @@ def action_for(w: _Work, config: PlannerConfig) -> Action | None:
     reasons = [d.reason for d in (w.cpu, w.memory) if d is not None and d.kind] + w.notes
     confidence = max((d.confidence for d in (w.cpu, w.memory) if d is not None), default=0.0)
     return Action(vm.uuid, vm.host, w.kind or "presculpt", target, cur, "; ".join(reasons), confidence,
-                  round(delta, 6), round(w.benefit, 6), w.vetoed)
+                  round(delta, 6), round(w.benefit, 6), w.vetoed, w.held_by if w.vetoed else "")
 
 
 def resize_tokens(tier: TierPolicy, memory: VmMemory, config: PlannerConfig) -> float | None:
@@ -246,7 +247,7 @@ def hold_to_budget(w: _Work, tokens: float | None) -> None:
     its token is owed)."""
     if tokens is None or tokens >= 1 or w.vetoed or _floor_raise(w) or not _changes(w):
         return
-    _hold_back(w, f"held back: the VM has spent its resize budget ({w.tier.max_resizes_per_day:g} a day)")
+    _hold_back(w, f"held back: the VM has spent its resize budget ({w.tier.max_resizes_per_day:g} a day)", "vm budget")
 
 
 def host_resize_tokens(works: list[_Work], snapshot: Snapshot, config: PlannerConfig) -> dict[str, float]:
@@ -273,12 +274,14 @@ def hold_to_host_budgets(works: list[_Work], tokens: dict[str, float], config: P
                 left -= 1
             else:
                 _hold_back(w, f"held back: host {host} has spent its resize budget "
-                              f"({config.host_resizes_per_vm_day:g} per VM-day); resizes worth more went first")
+                              f"({config.host_resizes_per_vm_day:g} per VM-day); resizes worth more went first",
+                           "host budget")
 
 
-def _hold_back(w: _Work, note: str) -> None:
-    """Keep the VM as it is, recording what it wanted (reported as a vetoed action) and why."""
-    w.vetoed = True
+def _hold_back(w: _Work, note: str, by: str) -> None:
+    """Keep the VM as it is, recording what it wanted (reported as a vetoed action), why, and what
+    held it back (``by``: Action.held_by)."""
+    w.vetoed, w.held_by = True, by
     w.wanted = (w.cpu_target, w.memory_target)
     w.cpu_target, w.memory_target = w.vm.current.cpu_cores, w.vm.current.memory_mib
     w.notes.append(note)

@@ -379,3 +379,22 @@ def test_the_sample_config_documents_every_planner_key(tmp_path):
     path = tmp_path / "coordinator.toml"
     path.write_text("[planner.quotas.acme]\nmax_cores = 64.0\nmax_memory_mib = 262144.0\n")
     assert load_coordinator_config(path).planner.quotas == {"acme": QuotaSettings(64.0, 262144.0)}
+
+
+def test_held_back_actions_are_counted_by_what_held_them():
+    from presculpt.coordinator.dispatch import Dispatcher
+    from presculpt.coordinator.config import DispatchConfig
+    from presculpt.coordinator.metrics import CoordinatorMetrics
+    from presculpt.coordinator.planner.model import Action, Allocation, Plan
+    from presculpt.coordinator.planning import PlannerService, PlanRun
+
+    metrics = CoordinatorMetrics()
+    service = PlannerService(None, Dispatcher(DispatchConfig()), metrics=metrics)
+    shape = Allocation(1, 1.0, 512.0)
+    actions = tuple(Action(f"u{k}", "h1", "presculpt", shape, shape, "why", vetoed=True, held_by=by)
+                    for k, by in enumerate(("cost", "host budget", "host budget")))
+    run = PlanRun(0.0, 0, "enforce", False, Plan(actions, (), {}, {}, {}), {}, 0, (), (), 0.01)
+    service.report(run)
+    value = metrics.registry.get_sample_value
+    assert value("presculpt_planner_vetoed_total", {"kind": "presculpt", "by": "host budget"}) == 2
+    assert value("presculpt_planner_vetoed_total", {"kind": "presculpt", "by": "cost"}) == 1

@@ -502,7 +502,7 @@ def test_a_huge_resize_cost_vetoes_the_action():
     s = Snapshot(10, (vm(cores=2.0, cpu=HIGH_CPU),))
     p = plan(s, PlannerConfig(tiers=DEFAULT_TIERS, cost=CostModel(resize_cost=1000.0)))
     a = only(p, "vm-1")
-    assert a.kind == "presculpt" and a.vetoed
+    assert a.kind == "presculpt" and a.vetoed and a.held_by == "cost"
     assert "vetoed by the cost model" in a.reason
     assert p.applied() == ()
     assert p.memory["vm-1"].last_resize_step == VmMemory().last_resize_step  # nothing was resized
@@ -616,7 +616,7 @@ def churn(budget: float | None, days: float) -> tuple[int, list[str]]:
         s = replace(s, vms=(replace(s.vms[0], cpu=fc(*(HIGH_CPU if step % 2 == 0 else LOW_CPU))),))
         p = plan(s, config)
         applied += len(p.applied())
-        held += [a.reason for a in p.actions if a.vetoed]
+        held += [f"{a.held_by}: {a.reason}" for a in p.actions if a.vetoed]
         s = advance(s, p)
     return applied, held
 
@@ -627,7 +627,7 @@ def test_a_resize_budget_holds_a_churning_vm_to_its_rate():
     applied, held = churn(24.0, 2)
     # a full bucket (six hours' worth) and 24 a day after it
     assert 2 * 24 <= applied <= 6 + 2 * 24
-    assert held and all("spent its resize budget (24 a day)" in r for r in held)
+    assert held and all(r.startswith("vm budget: ") and "spent its resize budget (24 a day)" in r for r in held)
 
 
 def test_a_safety_raise_goes_through_a_spent_budget():
@@ -655,7 +655,9 @@ def test_a_host_budget_sends_the_resizes_worth_most_first():
     p = plan(Snapshot(5, (small, big), resize_tokens=one), config)
     assert not only(p, "big").vetoed and only(p, "big").expected_benefit > only(p, "small").expected_benefit
     held = only(p, "small")
-    assert held.vetoed and "host h1 has spent its resize budget (20 per VM-day)" in held.reason
+    assert held.vetoed and held.held_by == "host budget"
+    assert "host h1 has spent its resize budget (20 per VM-day)" in held.reason
+    assert only(p, "big").held_by == ""
     assert p.resize_tokens["h1"] == pytest.approx(1.0 + 20 * 2 / 288 - 1)
     both = plan(Snapshot(5, (small, big)), config)  # no token count yet: a full bucket (5 x 2 VMs / 4)
     assert len(both.applied()) == 2 and both.resize_tokens["h1"] == pytest.approx(20 * 2 / 4 - 2)
