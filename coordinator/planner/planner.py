@@ -229,7 +229,7 @@ def action_for(w: _Work, config: PlannerConfig) -> Action | None:
 
 def resize_tokens(tier: TierPolicy, memory: VmMemory, config: PlannerConfig) -> float | None:
     """The resizes ``tier``'s budget allows the VM now: what it had, refilled for one planning step,
-    at most six hours' worth (None: no budget)."""
+    at most :data:`BUDGET_HOURS` hours' worth (None: no budget)."""
     if tier.max_resizes_per_day is None:
         return None
     return _refill(memory.resize_tokens, tier.max_resizes_per_day, config.step_s)

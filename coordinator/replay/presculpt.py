@@ -76,8 +76,9 @@ def run_presculpt(trace: ReplayTrace, forecasts: CausalForecasts, config: Planne
             memory, tokens = result.memory, result.resize_tokens
             index = {trace.vm_ids[i]: i for i in alive}
             for action in result.actions:
-                if action.vetoed:
-                    kinds[f"vetoed {action.kind}"] += 1
+                if action.vetoed:  # by the cost model, or held back by a resize budget
+                    kinds[f"vetoed {action.kind}" if action.held_by == "cost" else
+                          f"held back ({action.held_by}) {action.kind}"] += 1
                     continue
                 current[index[action.vm]] = action.target
                 kinds[action.kind] += 1
